@@ -1,0 +1,294 @@
+"""ProGAN's growing generator and discriminator (SPEC.md sections 1 and 2).
+
+Both networks hold every block and every toRGB/fromRGB from 4x4 to the target
+resolution, so any stage can run and all weights exist from construction (the
+optimizers and checkpoints see one fixed variable list). A forward pass takes
+the stage as ``res`` (log2 of the working resolution, 2 for 4x4) and the fade-in
+``alpha``; it computes only the blocks up to ``res``. ``res`` is a Python int,
+so wrapping the call in a ``tf.function`` gives one trace per stage; ``alpha``
+should then be a tensor or ``tf.Variable`` so it never causes a re-trace.
+
+A Python ``alpha`` of exactly 1 (the default) skips the old path entirely,
+which is what inference at a stable stage wants; a tensor alpha always blends.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import keras
+import tensorflow as tf
+
+from progan_tf.layers import (Downscale2D, EqualizedConv2D, EqualizedDense, MinibatchStdDev,
+                              PixelNorm, Upscale2D, WeightedSum)
+
+_PACKAGE = "progan_tf"
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
+
+
+def resolution_log2(resolution) -> int:
+    """log2 of a resolution, which must be a power of two in [4, 1024]."""
+    if (isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral)
+            or not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION or resolution & (resolution - 1)):
+        raise ValueError(f"resolution must be a power of two between {MIN_RESOLUTION} and "
+                         f"{MAX_RESOLUTION}, got {resolution!r}")
+    return int(resolution).bit_length() - 1
+
+
+def num_features(stage: int, fmap_base: int = 8192, fmap_decay: float = 1.0, fmap_max: int = 512) -> int:
+    """Feature maps of a stage: ``min(int(fmap_base / 2**(stage * fmap_decay)), fmap_max)``."""
+    return min(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_max)
+
+
+def _is_one(alpha) -> bool:
+    return isinstance(alpha, numbers.Number) and float(alpha) == 1.0
+
+
+class _GrowingNetwork(keras.Model):
+    """Configuration and stage checks shared by G and D."""
+
+    def __init__(self, resolution=32, num_channels=1, label_size=0, fmap_base=8192, fmap_decay=1.0,
+                 fmap_max=512, use_wscale=True, use_leakyrelu=True, **kwargs):
+        super().__init__(**kwargs)
+        self.resolution = int(resolution)
+        self.resolution_log2 = resolution_log2(resolution)
+        if num_channels not in (1, 3):
+            raise ValueError(f"num_channels must be 1 or 3, got {num_channels!r}")
+        if isinstance(label_size, bool) or not isinstance(label_size, numbers.Integral) or label_size < 0:
+            raise ValueError(f"label_size must be an integer >= 0, got {label_size!r}")
+        self.num_channels = int(num_channels)
+        self.label_size = int(label_size)
+        self.fmap_base, self.fmap_decay, self.fmap_max = int(fmap_base), float(fmap_decay), int(fmap_max)
+        self.use_wscale = bool(use_wscale)
+        self.use_leakyrelu = bool(use_leakyrelu)
+
+    def nf(self, stage: int) -> int:
+        return num_features(stage, self.fmap_base, self.fmap_decay, self.fmap_max)
+
+    def act(self, x):
+        return tf.nn.leaky_relu(x, alpha=0.2) if self.use_leakyrelu else tf.nn.relu(x)
+
+    def check_res(self, res) -> int:
+        """The stage to run (``None`` means the full resolution)."""
+        if res is None:
+            return self.resolution_log2
+        if isinstance(res, bool) or not isinstance(res, numbers.Integral) or not 2 <= res <= self.resolution_log2:
+            raise ValueError(f"res (log2 of the stage's resolution) must be an integer in "
+                             f"[2, {self.resolution_log2}] for a {self.resolution}x{self.resolution} "
+                             f"network, got {res!r}")
+        return int(res)
+
+    def active_variables(self, res=None):
+        """Trainable variables a stage's forward pass can touch (its blocks, the
+        current and the previous toRGB/fromRGB), in the model's variable order."""
+        res = self.check_res(res)
+        active = {id(v) for layer in self._stage_layers(res) for v in layer.trainable_variables}
+        return [v for v in self.trainable_variables if id(v) in active]
+
+    def get_config(self):
+        return {**super().get_config(), "resolution": self.resolution, "num_channels": self.num_channels,
+                "label_size": self.label_size, "fmap_base": self.fmap_base, "fmap_decay": self.fmap_decay,
+                "fmap_max": self.fmap_max, "use_wscale": self.use_wscale, "use_leakyrelu": self.use_leakyrelu}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Generator(_GrowingNetwork):
+    """ProGAN generator: latents (+ one-hot labels) -> NHWC images (linear output, ~[-1, 1]).
+
+    ``G(latents, labels=None, res=None, alpha=1.0)``; ``latent_size`` defaults to nf(0).
+    """
+
+    def __init__(self, resolution=32, num_channels=1, label_size=0, fmap_base=8192, fmap_decay=1.0,
+                 fmap_max=512, latent_size=None, normalize_latents=True, use_wscale=True,
+                 use_pixelnorm=True, pixelnorm_epsilon=1e-8, use_leakyrelu=True, **kwargs):
+        super().__init__(resolution, num_channels, label_size, fmap_base, fmap_decay, fmap_max,
+                         use_wscale, use_leakyrelu, **kwargs)
+        self.latent_size = int(latent_size) if latent_size is not None else self.nf(0)
+        if self.latent_size < 1:
+            raise ValueError(f"latent_size must be positive, got {latent_size!r}")
+        self.normalize_latents = bool(normalize_latents)
+        self.use_pixelnorm = bool(use_pixelnorm)
+        self.pixelnorm_epsilon = float(pixelnorm_epsilon)
+
+        eq = dict(use_wscale=self.use_wscale, dtype=self.dtype_policy)
+        self.pixel_norm = PixelNorm(self.pixelnorm_epsilon, name="pixel_norm", dtype=self.dtype_policy)
+        self.upscale = Upscale2D(2, name="upscale", dtype=self.dtype_policy)
+        self.fade = WeightedSum(name="fade", dtype=self.dtype_policy)
+        nf1 = self.nf(1)
+        self.dense = EqualizedDense(nf1 * 16, gain=math.sqrt(2.0) / 4, use_bias=False, name="4x4_dense", **eq)
+        self.dense_bias = self.add_weight(name="4x4_dense_bias", shape=(nf1,), initializer="zeros")
+        # blocks[r] / to_rgb[r] work at 2**r pixels; index 0 and 1 are unused.
+        self.convs, self.to_rgb = [None, None], [None, None]
+        for r in range(2, self.resolution_log2 + 1):
+            size, nf = 2 ** r, self.nf(r - 1)
+            if r == 2:
+                convs = [EqualizedConv2D(nf, 3, name="4x4_conv", **eq)]
+            else:
+                convs = [EqualizedConv2D(nf, 3, name=f"{size}x{size}_conv0", **eq),
+                         EqualizedConv2D(nf, 3, name=f"{size}x{size}_conv1", **eq)]
+            self.convs.append(convs)
+            self.to_rgb.append(EqualizedConv2D(self.num_channels, 1, gain=1.0, name=f"to_rgb_{size}x{size}", **eq))
+        self._build_all()
+
+    def _build_all(self):
+        in_dim = self.latent_size + self.label_size
+        self.dense.build((None, in_dim))
+        for r in range(2, self.resolution_log2 + 1):
+            size, c_in = 2 ** r, self.nf(max(r - 2, 1))
+            for conv in self.convs[r]:
+                conv.build((None, size, size, c_in))
+                c_in = conv.filters
+            self.to_rgb[r].build((None, size, size, c_in))
+        self.built = True
+
+    def _stage_layers(self, res):
+        layers = [self.dense] + [c for r in range(2, res + 1) for c in self.convs[r]] + [self.to_rgb[res]]
+        if res > 2:
+            layers.append(self.to_rgb[res - 1])
+        return layers
+
+    def active_variables(self, res=None):
+        return [self.dense_bias] + super().active_variables(res)
+
+    def _norm(self, x):
+        return self.pixel_norm(x) if self.use_pixelnorm else x
+
+    def _block(self, x, r):
+        if r == 2:
+            x = self.dense(x)
+            x = tf.reshape(x, [-1, 4, 4, self.nf(1)])
+            x = self._norm(self.act(tf.nn.bias_add(x, tf.cast(self.dense_bias, x.dtype))))
+        else:
+            x = self.upscale(x)
+        for conv in self.convs[r]:
+            x = self._norm(self.act(conv(x)))
+        return x
+
+    def call(self, latents, labels=None, res=None, alpha=1.0):
+        res = self.check_res(res)
+        x = latents
+        if self.label_size:
+            if labels is None:
+                raise ValueError(f"this generator is conditional (label_size={self.label_size}): pass labels")
+            x = tf.concat([x, tf.cast(labels, x.dtype)], axis=1)
+        elif labels is not None and labels.shape[-1]:
+            raise ValueError("this generator has label_size=0 but labels were given")
+        if x.shape[-1] != self.latent_size + self.label_size:
+            raise ValueError(f"expected latents of size {self.latent_size} (+ {self.label_size} labels), "
+                             f"got shape {tuple(latents.shape)}")
+        if self.normalize_latents:
+            x = self.pixel_norm(x)
+        for r in range(2, res):
+            x = self._block(x, r)
+        new = self.to_rgb[res](self._block(x, res))
+        if res == 2 or _is_one(alpha):
+            return new
+        old = self.upscale(self.to_rgb[res - 1](x))
+        return self.fade(old, new, alpha=alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "latent_size": self.latent_size,
+                "normalize_latents": self.normalize_latents, "use_pixelnorm": self.use_pixelnorm,
+                "pixelnorm_epsilon": self.pixelnorm_epsilon}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Discriminator(_GrowingNetwork):
+    """ProGAN discriminator: NHWC images in [-1, 1] -> [N, 1 + label_size].
+
+    Column 0 is the score, the rest are label logits (AC-GAN conditioning).
+    ``D(images, res=None, alpha=1.0)``; images must be ``2**res`` pixels square.
+    """
+
+    def __init__(self, resolution=32, num_channels=1, label_size=0, fmap_base=8192, fmap_decay=1.0,
+                 fmap_max=512, mbstd_group_size=4, use_wscale=True, use_leakyrelu=True, **kwargs):
+        super().__init__(resolution, num_channels, label_size, fmap_base, fmap_decay, fmap_max,
+                         use_wscale, use_leakyrelu, **kwargs)
+        self.mbstd_group_size = int(mbstd_group_size)
+        eq = dict(use_wscale=self.use_wscale, dtype=self.dtype_policy)
+        self.downscale = Downscale2D(2, name="downscale", dtype=self.dtype_policy)
+        self.fade = WeightedSum(name="fade", dtype=self.dtype_policy)
+        self.mbstd = MinibatchStdDev(self.mbstd_group_size, name="minibatch_stddev", dtype=self.dtype_policy) if self.mbstd_group_size > 1 else None
+        self.from_rgb, self.convs = [None, None], [None, None]
+        for r in range(2, self.resolution_log2 + 1):
+            size = 2 ** r
+            self.from_rgb.append(EqualizedConv2D(self.nf(r - 1), 1, name=f"from_rgb_{size}x{size}", **eq))
+            if r == 2:
+                convs = [EqualizedConv2D(self.nf(1), 3, name="4x4_conv", **eq)]
+            else:
+                convs = [EqualizedConv2D(self.nf(r - 1), 3, name=f"{size}x{size}_conv0", **eq),
+                         EqualizedConv2D(self.nf(r - 2), 3, name=f"{size}x{size}_conv1", **eq)]
+            self.convs.append(convs)
+        self.dense0 = EqualizedDense(self.nf(0), name="4x4_dense0", **eq)
+        self.dense1 = EqualizedDense(1 + self.label_size, gain=1.0, name="4x4_dense1", **eq)
+        self._build_all()
+
+    def _build_all(self):
+        for r in range(2, self.resolution_log2 + 1):
+            size = 2 ** r
+            self.from_rgb[r].build((None, size, size, self.num_channels))
+            c_in = self.nf(r - 1) + (1 if r == 2 and self.mbstd is not None else 0)
+            for conv in self.convs[r]:
+                conv.build((None, size, size, c_in))
+                c_in = conv.filters
+        self.dense0.build((None, 4, 4, self.nf(1)))
+        self.dense1.build((None, self.nf(0)))
+        self.built = True
+
+    def _stage_layers(self, res):
+        layers = [self.from_rgb[res]] + [c for r in range(2, res + 1) for c in self.convs[r]]
+        layers += [self.dense0, self.dense1]
+        if res > 2:
+            layers.append(self.from_rgb[res - 1])
+        return layers
+
+    def _block(self, x, r):
+        if r == 2:
+            if self.mbstd is not None:
+                x = self.mbstd(x)
+            x = self.act(self.convs[2][0](x))
+            x = self.act(self.dense0(x))
+            return self.dense1(x)
+        for conv in self.convs[r]:
+            x = self.act(conv(x))
+        return self.downscale(x)
+
+    def call(self, images, res=None, alpha=1.0):
+        res = self.check_res(res)
+        size = 2 ** res
+        if tuple(images.shape[1:]) != (size, size, self.num_channels):
+            raise ValueError(f"stage res={res} expects images of shape [N, {size}, {size}, "
+                             f"{self.num_channels}], got {tuple(images.shape)}")
+        x = self._block(self.act(self.from_rgb[res](images)), res)
+        if res > 2 and not _is_one(alpha):
+            old = self.act(self.from_rgb[res - 1](self.downscale(images)))
+            x = self.fade(old, x, alpha=alpha)
+        for r in range(res - 1, 1, -1):
+            x = self._block(x, r)
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mbstd_group_size": self.mbstd_group_size}
+
+
+def _summary(argv=None):
+    """``python -m progan_tf.networks --resolution=N ...``: parameters per stage of G and D."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=_summary.__doc__)
+    for name, default in (("resolution", 32), ("num_channels", 1), ("label_size", 0), ("fmap_base", 8192),
+                          ("fmap_max", 512)):
+        parser.add_argument(f"--{name}", type=int, default=default)
+    args = vars(parser.parse_args(argv))
+    g, d = Generator(**args), Discriminator(**args)
+    print(f"{args}\nlatent size {g.latent_size}; G {g.count_params():,} and D {d.count_params():,} parameters")
+    print(f"{'stage':>9} {'G active':>12} {'D active':>12}")
+    for res in range(2, g.resolution_log2 + 1):
+        n_g = sum(int(tf.size(v)) for v in g.active_variables(res))
+        n_d = sum(int(tf.size(v)) for v in d.active_variables(res))
+        print(f"{2 ** res:>4}x{2 ** res:<4} {n_g:>12,} {n_d:>12,}")
+
+
+if __name__ == "__main__":
+    _summary()
