@@ -18,6 +18,7 @@ setup(
         "absl-py>=2.1,<3",
         "ml-collections>=1.0,<2",
         "tqdm>=4.66,<5",
+        "tensorboard>=2.20,<3",
         "scipy>=1.11,<2",
         "lmdb>=1.4,<3",
         "imageio>=2.31,<3",
@@ -30,6 +31,8 @@ setup(
         "console_scripts": [
             "progan-dataset=progan_tf.dataset_tool:run",
             "progan-metrics=progan_tf.metrics.cli:run",
+            "progan-train=progan_tf.train:run",
+            "progan-bench=progan_tf.bench:run",
         ],
     },
     license="Apache-2.0",

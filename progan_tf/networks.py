@@ -118,38 +118,51 @@ class Generator(_GrowingNetwork):
         nf1 = self.nf(1)
         self.dense = EqualizedDense(nf1 * 16, gain=math.sqrt(2.0) / 4, use_bias=False, name="4x4_dense", **eq)
         self.dense_bias = self.add_weight(name="4x4_dense_bias", shape=(nf1,), initializer="zeros")
-        # blocks[r] / to_rgb[r] work at 2**r pixels; index 0 and 1 are unused.
-        self.convs, self.to_rgb = [None, None], [None, None]
+        # Layers are attributes (not lists) so that tf.train.Checkpoint tracks them:
+        # conv{k}_{S}x{S} and to_rgb_{S}x{S} work at S = 2**r pixels.
         for r in range(2, self.resolution_log2 + 1):
             size, nf = 2 ** r, self.nf(r - 1)
-            if r == 2:
-                convs = [EqualizedConv2D(nf, 3, name="4x4_conv", **eq)]
-            else:
-                convs = [EqualizedConv2D(nf, 3, name=f"{size}x{size}_conv0", **eq),
-                         EqualizedConv2D(nf, 3, name=f"{size}x{size}_conv1", **eq)]
-            self.convs.append(convs)
-            self.to_rgb.append(EqualizedConv2D(self.num_channels, 1, gain=1.0, name=f"to_rgb_{size}x{size}", **eq))
+            for k in range(1 if r == 2 else 2):
+                setattr(self, f"conv{k}_{size}x{size}", EqualizedConv2D(nf, 3, name=f"{size}x{size}_conv{k}", **eq))
+            setattr(self, f"to_rgb_{size}x{size}",
+                    EqualizedConv2D(self.num_channels, 1, gain=1.0, name=f"to_rgb_{size}x{size}", **eq))
         self._build_all()
+
+    @property
+    def convs(self):
+        """``convs[r]``: the 3x3 convs of the block at 2**r pixels (entries 0 and 1 are None)."""
+        return [None, None] + [[getattr(self, f"conv{k}_{2 ** r}x{2 ** r}") for k in range(1 if r == 2 else 2)]
+                               for r in range(2, self.resolution_log2 + 1)]
+
+    @property
+    def to_rgb(self):
+        """``to_rgb[r]``: the 1x1 output conv at 2**r pixels (entries 0 and 1 are None)."""
+        return [None, None] + [getattr(self, f"to_rgb_{2 ** r}x{2 ** r}") for r in range(2, self.resolution_log2 + 1)]
 
     def _build_all(self):
         in_dim = self.latent_size + self.label_size
         self.dense.build((None, in_dim))
+        convs, to_rgb = self.convs, self.to_rgb
         for r in range(2, self.resolution_log2 + 1):
             size, c_in = 2 ** r, self.nf(max(r - 2, 1))
-            for conv in self.convs[r]:
+            for conv in convs[r]:
                 conv.build((None, size, size, c_in))
                 c_in = conv.filters
-            self.to_rgb[r].build((None, size, size, c_in))
+            to_rgb[r].build((None, size, size, c_in))
         self.built = True
 
     def _stage_layers(self, res):
-        layers = [self.dense] + [c for r in range(2, res + 1) for c in self.convs[r]] + [self.to_rgb[res]]
+        convs, to_rgb = self.convs, self.to_rgb
+        layers = [self.dense] + [c for r in range(2, res + 1) for c in convs[r]] + [to_rgb[res]]
         if res > 2:
-            layers.append(self.to_rgb[res - 1])
+            layers.append(to_rgb[res - 1])
         return layers
 
     def active_variables(self, res=None):
         return [self.dense_bias] + super().active_variables(res)
+
+    def _to_rgb(self, r):
+        return getattr(self, f"to_rgb_{2 ** r}x{2 ** r}")
 
     def _norm(self, x):
         return self.pixel_norm(x) if self.use_pixelnorm else x
@@ -161,8 +174,8 @@ class Generator(_GrowingNetwork):
             x = self._norm(self.act(tf.nn.bias_add(x, tf.cast(self.dense_bias, x.dtype))))
         else:
             x = self.upscale(x)
-        for conv in self.convs[r]:
-            x = self._norm(self.act(conv(x)))
+        for k in range(1 if r == 2 else 2):
+            x = self._norm(self.act(getattr(self, f"conv{k}_{2 ** r}x{2 ** r}")(x)))
         return x
 
     def call(self, latents, labels=None, res=None, alpha=1.0):
@@ -181,10 +194,10 @@ class Generator(_GrowingNetwork):
             x = self.pixel_norm(x)
         for r in range(2, res):
             x = self._block(x, r)
-        new = self.to_rgb[res](self._block(x, res))
+        new = self._to_rgb(res)(self._block(x, res))
         if res == 2 or _is_one(alpha):
             return new
-        old = self.upscale(self.to_rgb[res - 1](x))
+        old = self.upscale(self._to_rgb(res - 1)(x))
         return self.fade(old, new, alpha=alpha)
 
     def get_config(self):
@@ -210,26 +223,38 @@ class Discriminator(_GrowingNetwork):
         self.downscale = Downscale2D(2, name="downscale", dtype=self.dtype_policy)
         self.fade = WeightedSum(name="fade", dtype=self.dtype_policy)
         self.mbstd = MinibatchStdDev(self.mbstd_group_size, name="minibatch_stddev", dtype=self.dtype_policy) if self.mbstd_group_size > 1 else None
-        self.from_rgb, self.convs = [None, None], [None, None]
+        # Layers are attributes (not lists) so that tf.train.Checkpoint tracks them.
         for r in range(2, self.resolution_log2 + 1):
             size = 2 ** r
-            self.from_rgb.append(EqualizedConv2D(self.nf(r - 1), 1, name=f"from_rgb_{size}x{size}", **eq))
+            setattr(self, f"from_rgb_{size}x{size}",
+                    EqualizedConv2D(self.nf(r - 1), 1, name=f"from_rgb_{size}x{size}", **eq))
             if r == 2:
-                convs = [EqualizedConv2D(self.nf(1), 3, name="4x4_conv", **eq)]
+                self.conv0_4x4 = EqualizedConv2D(self.nf(1), 3, name="4x4_conv0", **eq)
             else:
-                convs = [EqualizedConv2D(self.nf(r - 1), 3, name=f"{size}x{size}_conv0", **eq),
-                         EqualizedConv2D(self.nf(r - 2), 3, name=f"{size}x{size}_conv1", **eq)]
-            self.convs.append(convs)
+                setattr(self, f"conv0_{size}x{size}", EqualizedConv2D(self.nf(r - 1), 3, name=f"{size}x{size}_conv0", **eq))
+                setattr(self, f"conv1_{size}x{size}", EqualizedConv2D(self.nf(r - 2), 3, name=f"{size}x{size}_conv1", **eq))
         self.dense0 = EqualizedDense(self.nf(0), name="4x4_dense0", **eq)
         self.dense1 = EqualizedDense(1 + self.label_size, gain=1.0, name="4x4_dense1", **eq)
         self._build_all()
 
+    @property
+    def convs(self):
+        """``convs[r]``: the 3x3 convs of the block at 2**r pixels (entries 0 and 1 are None)."""
+        return [None, None] + [[getattr(self, f"conv{k}_{2 ** r}x{2 ** r}") for k in range(1 if r == 2 else 2)]
+                               for r in range(2, self.resolution_log2 + 1)]
+
+    @property
+    def from_rgb(self):
+        """``from_rgb[r]``: the 1x1 input conv at 2**r pixels (entries 0 and 1 are None)."""
+        return [None, None] + [getattr(self, f"from_rgb_{2 ** r}x{2 ** r}") for r in range(2, self.resolution_log2 + 1)]
+
     def _build_all(self):
+        convs, from_rgb = self.convs, self.from_rgb
         for r in range(2, self.resolution_log2 + 1):
             size = 2 ** r
-            self.from_rgb[r].build((None, size, size, self.num_channels))
+            from_rgb[r].build((None, size, size, self.num_channels))
             c_in = self.nf(r - 1) + (1 if r == 2 and self.mbstd is not None else 0)
-            for conv in self.convs[r]:
+            for conv in convs[r]:
                 conv.build((None, size, size, c_in))
                 c_in = conv.filters
         self.dense0.build((None, 4, 4, self.nf(1)))
@@ -237,21 +262,24 @@ class Discriminator(_GrowingNetwork):
         self.built = True
 
     def _stage_layers(self, res):
-        layers = [self.from_rgb[res]] + [c for r in range(2, res + 1) for c in self.convs[r]]
-        layers += [self.dense0, self.dense1]
+        convs, from_rgb = self.convs, self.from_rgb
+        layers = [from_rgb[res]] + [c for r in range(2, res + 1) for c in convs[r]] + [self.dense0, self.dense1]
         if res > 2:
-            layers.append(self.from_rgb[res - 1])
+            layers.append(from_rgb[res - 1])
         return layers
+
+    def _from_rgb(self, r):
+        return getattr(self, f"from_rgb_{2 ** r}x{2 ** r}")
 
     def _block(self, x, r):
         if r == 2:
             if self.mbstd is not None:
                 x = self.mbstd(x)
-            x = self.act(self.convs[2][0](x))
+            x = self.act(self.conv0_4x4(x))
             x = self.act(self.dense0(x))
             return self.dense1(x)
-        for conv in self.convs[r]:
-            x = self.act(conv(x))
+        for k in range(2):
+            x = self.act(getattr(self, f"conv{k}_{2 ** r}x{2 ** r}")(x))
         return self.downscale(x)
 
     def call(self, images, res=None, alpha=1.0):
@@ -260,9 +288,9 @@ class Discriminator(_GrowingNetwork):
         if tuple(images.shape[1:]) != (size, size, self.num_channels):
             raise ValueError(f"stage res={res} expects images of shape [N, {size}, {size}, "
                              f"{self.num_channels}], got {tuple(images.shape)}")
-        x = self._block(self.act(self.from_rgb[res](images)), res)
+        x = self._block(self.act(self._from_rgb(res)(images)), res)
         if res > 2 and not _is_one(alpha):
-            old = self.act(self.from_rgb[res - 1](self.downscale(images)))
+            old = self.act(self._from_rgb(res - 1)(self.downscale(images)))
             x = self.fade(old, x, alpha=alpha)
         for r in range(res - 1, 1, -1):
             x = self._block(x, r)

@@ -14,5 +14,12 @@ if [ ! -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ]; then
     exit 1; }
 fi
 
-# Until the trainer lands, the demo builds the Fashion-MNIST networks and prints their sizes per stage.
-$PY -m progan_tf.networks --resolution=32 --num_channels=1 --label_size=10 --fmap_base=2048 --fmap_max=256
+DATASET=${DATASET:-datasets/fashion-mnist}
+if [ ! -f "$DATASET/fashion-mnist-r05.tfrecords" ]; then
+  .venv/bin/progan-dataset create_mnist "$DATASET" "$FMNIST_DIR" --overwrite
+fi
+
+# About 12 minutes of training on 2 CPU cores (DEMO_MINUTES to change it), then a final snapshot.
+.venv/bin/progan-train --config=configs/fashion_mnist_cpu.py --dataset_dir="$DATASET" --result_dir=results \
+  --config.train.max_time_minutes="${DEMO_MINUTES:-12}"
+echo "Images: the newest results/*-cpu-fashion-mnist/fakes*.png (reals.png shows the data)."

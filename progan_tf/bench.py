@@ -1,0 +1,250 @@
+"""``progan-bench``: the speed figures of BENCHMARK.md as JSON lines on stdout.
+
+    progan-bench --config=B32            # or B128; --seconds=20 --repeats=3 by default
+
+Each figure is printed as one JSON object with ``name``, ``median``, ``min``,
+``max`` and ``unit`` (plus the config and context), so other tools can read it.
+Training figures run the trainer's own compiled steps on a synthetic dataset
+written in the normal format, so they measure what ``progan-train`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config (BENCHMARK.md).")
+flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).")
+flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).")
+flags.DEFINE_list("figures", ["train_stable_img_s", "train_fade_img_s", "gen_img_s", "train_gflop_s",
+                              "data_img_s"], "Figures to measure.")
+
+# name: (resolution, channels, fmap_base, fmap_max, latent, minibatch)
+CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 16)}
+
+
+# --- FLOP counting from layer shapes ------------------------------------------------------
+
+def conv_flops(layer, size: int) -> int:
+    """Multiply-adds x 2 of one EqualizedConv2D applied to a ``size`` x ``size`` map."""
+    k, c_in, c_out = layer.kernel.shape[0], layer.kernel.shape[2], layer.kernel.shape[3]
+    return 2 * k * k * c_in * c_out * size * size
+
+
+def generator_flops(G, res: int) -> int:
+    """Forward FLOPs per image of G at stage ``res`` with alpha 1 (dense + convs + toRGB)."""
+    total = 2 * G.dense.kernel.shape[0] * G.dense.kernel.shape[1]
+    for r in range(2, res + 1):
+        total += sum(conv_flops(conv, 2 ** r) for conv in G.convs[r])
+    return total + conv_flops(G.to_rgb[res], 2 ** res)
+
+
+def discriminator_flops(D, res: int) -> int:
+    """Forward FLOPs per image of D at stage ``res`` with alpha 1."""
+    total = conv_flops(D.from_rgb[res], 2 ** res)
+    for r in range(2, res + 1):
+        total += sum(conv_flops(conv, 2 ** r) for conv in D.convs[r])
+    total += 2 * D.dense0.kernel.shape[0] * D.dense0.kernel.shape[1]
+    return total + 2 * D.dense1.kernel.shape[0] * D.dense1.kernel.shape[1]
+
+
+def training_flops_per_image(G, D, res: int) -> float:
+    """Model FLOPs of one real image's D step + G step (WGAN-GP), as BENCHMARK.md counts them.
+
+    D step: G forward, D forward on reals, fakes and interpolates, the penalty's
+    input gradient (one more D pass), and a backward of twice the forward for
+    reals, fakes and the penalty's double backward (8 D passes in all).
+    G step: G and D forward, D backward to its input only, G backward (2 G passes).
+    """
+    fg, fd = generator_flops(G, res), discriminator_flops(D, res)
+    d_step = fg + 3 * fd + fd + 8 * fd
+    g_step = fg + fd + fd + 2 * fg
+    return float(d_step + g_step)
+
+
+# --- timing -------------------------------------------------------------------------------
+
+def timed(fn, seconds: float, repeats: int, items_per_call: int):
+    """Items per second of ``fn`` (called until ``seconds`` pass), ``repeats`` times."""
+    rates = []
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            fn()
+            n += items_per_call
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+        rates.append(n / elapsed)
+    return rates
+
+
+def figure(name: str, values, unit: str, **extra) -> dict:
+    return {"name": name, "median": statistics.median(values), "min": min(values), "max": max(values),
+            "unit": unit, **extra}
+
+
+def machine_rates(G, minibatch: int, seconds: float, repeats: int):
+    """Measured float32 GFLOP/s of a 2048^3 matmul and of G's 3x3 convs (forward + backward)."""
+    import tensorflow as tf
+
+    a = tf.random.normal([2048, 2048])
+    b = tf.random.normal([2048, 2048])
+    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    matmul()
+    matmul_rates = [r * 2 * 2048 ** 3 / 1e9 for r in timed(lambda: matmul().numpy(), seconds / 2, repeats, 1)]
+
+    convs, flops = [], 0
+    for r in range(3, G.resolution_log2 + 1):
+        for conv in G.convs[r]:
+            size = 2 ** r
+            x = tf.random.normal([minibatch, size, size, conv.kernel.shape[2]])
+            w = tf.Variable(tf.random.normal(conv.kernel.shape))
+            convs.append((x, w))
+            flops += 3 * minibatch * conv_flops(conv, size)    # forward, input grad, weight grad
+
+    @tf.function
+    def conv_step():
+        total = 0.0
+        for x, w in convs:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.nn.conv2d(x, w, 1, "SAME")
+                s = tf.reduce_sum(y)
+            gx, gw = tape.gradient(s, [x, w])
+            total += tf.reduce_sum(gx[:1, :1, :1]) + tf.reduce_sum(gw[:1, :1, :1])
+        return total
+
+    conv_step()
+    conv_rates = [r * flops / 1e9 for r in timed(lambda: conv_step().numpy(), seconds / 2, repeats, 1)]
+    return matmul_rates, conv_rates
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> dict:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            words = set(next(line for line in f if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        words = set()
+    return {"amx_bf16": "amx_bf16" in words, "avx512_bf16": "avx512_bf16" in words, "avx512f": "avx512f" in words}
+
+
+def write_synthetic_dataset(path: str, resolution: int, channels: int, num_images: int) -> None:
+    """A random-image dataset in the normal TFRecord-pyramid format (through the dataset tool)."""
+    import numpy as np
+
+    from progan_tf import dataset_tool
+
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 256, size=(num_images, channels, resolution, resolution), dtype=np.uint8)
+    dataset_tool.write_dataset(path, num_images, lambda i: images[i], lambda i: f"synthetic image {i}",
+                               labels=None, opts=dataset_tool.WriteOptions(shuffle=False, progress=False))
+
+
+def run_benchmark(name: str, seconds: float, repeats: int, figures) -> list:
+    import tensorflow as tf
+
+    from progan_tf import data as data_lib
+    from progan_tf.config import default_config
+    from progan_tf.schedule import Schedule
+    from progan_tf.training import Trainer
+
+    resolution, channels, fmap_base, fmap_max, latent, minibatch = CONFIGS[name]
+    config = default_config()
+    config.desc = f"bench-{name}"
+    for net in (config.G, config.D):
+        net.fmap_base, net.fmap_max = fmap_base, fmap_max
+    config.G.latent_size = latent
+    config.dataset.use_labels = False
+    config.dataset.shuffle_mb = 64
+    results = []
+    context = {"config": name, "tensorflow": tf.__version__, "threads": os.cpu_count(),
+               "devices": [d.name for d in tf.config.list_logical_devices()], "xla": False,
+               "precision": "float32", "cpu": cpu_model(), **cpu_flags()}
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = os.path.join(tmp, "data")
+        write_synthetic_dataset(dataset, resolution, channels, 2048)
+        trainer = Trainer(config, dataset, os.path.join(tmp, "run"))
+        res = trainer.info.resolution_log2
+        d_step, g_step = trainer.step_functions(res, minibatch)
+
+        def train_rate(alpha):
+            sched = Schedule(0, 0, res, resolution, alpha, minibatch, 1e-3, 1e-3, 1)
+            it = trainer._stage_dataset(sched, 0)
+            a = tf.constant(alpha, tf.float32)
+            beta = tf.constant(trainer.ema_beta(minibatch), tf.float32)
+
+            def step():
+                reals, labels = next(it)
+                d_step(reals, labels, a, trainer.iteration, beta)
+                out = g_step(a, trainer.iteration)
+                trainer.iteration.assign_add(1)
+                out["Loss/G"].numpy()
+            for _ in range(2):
+                step()
+            return timed(step, seconds, repeats, minibatch)
+
+        stable = None
+        if "train_stable_img_s" in figures or "train_gflop_s" in figures:
+            stable = train_rate(1.0)
+            if "train_stable_img_s" in figures:
+                results.append(figure("train_stable_img_s", stable, "img/s", **context))
+        if "train_fade_img_s" in figures:
+            results.append(figure("train_fade_img_s", train_rate(0.5), "img/s", **context))
+        if "gen_img_s" in figures:
+            gen = tf.function(lambda z: trainer.Gs(z, res=res))
+            z = tf.random.normal([256, trainer.latent_size])
+            gen(z)
+            results.append(figure("gen_img_s", timed(lambda: gen(z).numpy(), seconds, repeats, 256), "img/s",
+                                  batch=256, **context))
+        if "train_gflop_s" in figures:
+            per_image = training_flops_per_image(trainer.G, trainer.D, res)
+            gflops = [r * per_image / 1e9 for r in stable]
+            matmul, conv = machine_rates(trainer.G, minibatch, seconds, repeats)
+            results.append(figure("train_gflop_s", gflops, "GFLOP/s", gflop_per_image=per_image / 1e9, **context))
+            results.append(figure("conv3x3_fwd_bwd_gflop_s", conv, "GFLOP/s", **context))
+            results.append(figure("matmul_gflop_s", matmul, "GFLOP/s", **context))
+            results.append(figure("mfu", [g / statistics.median(conv) for g in gflops], "fraction of conv rate",
+                                  of_matmul=statistics.median(gflops) / statistics.median(matmul), **context))
+        if "data_img_s" in figures:
+            ds = iter(data_lib.make_dataset(dataset, res, minibatch, shuffle_mb=64, seed=0))
+            next(ds)
+            results.append(figure("data_img_s", timed(lambda: next(ds)[0].numpy(), seconds, repeats, minibatch),
+                                  "img/s", **context))
+        trainer.close()
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for result in run_benchmark(FLAGS.config, FLAGS.seconds, FLAGS.repeats, FLAGS.figures):
+        print(json.dumps(result), flush=True)
+    sys.stdout.flush()
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

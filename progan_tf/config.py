@@ -1,0 +1,107 @@
+"""The training configuration: fields grouped as in the original's ``config.py``.
+
+Presets in ``configs/`` start from ``default_config()`` and change what they
+need; every field can be overridden on the command line
+(``--config.sched.minibatch_base=32``). Unknown fields are rejected by
+ml_collections (the config is locked).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def _dict(**kwargs) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(kwargs)
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The original's defaults (one replica), before any preset."""
+    c = ml_collections.ConfigDict()
+    c.desc = "progan"
+    c.seed = 1000                         # the original's random_seed
+
+    c.train = _dict(
+        total_kimg=15000.0,
+        D_repeats=1,                      # D steps per G step
+        minibatch_repeats=4,              # iterations between schedule updates
+        reset_opt_for_new_lod=True,
+        G_smoothing=0.999,                # EMA beta of Gs per D step (0 disables the average: Gs = G)
+        G_smoothing_kimg=0.0,             # > 0: EMA half-life in kimg instead (beta from the minibatch)
+        mirror_augment=False,
+        image_snapshot_ticks=1,
+        network_snapshot_ticks=10,
+        keep_checkpoints=5,               # newest checkpoints kept on disk
+        grid_size=(8, 8),                 # columns, rows of reals.png / fakes*.png
+        max_time_minutes=0.0,             # stop (with a checkpoint) after this long; 0 = no limit
+        check_finite_every=4,             # iterations between non-finite-loss checks
+    )
+    c.sched = _dict(
+        lod_initial_resolution=4,
+        lod_training_kimg=600.0,
+        lod_transition_kimg=600.0,
+        minibatch_base=16,
+        minibatch_dict={},
+        max_minibatch_per_replica={},
+        G_lrate_base=0.001,
+        G_lrate_dict={},
+        D_lrate_base=0.001,
+        D_lrate_dict={},
+        tick_kimg_base=160.0,
+        tick_kimg_dict={4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 20, 1024: 10},
+    )
+    c.G = _dict(
+        fmap_base=8192, fmap_decay=1.0, fmap_max=512, latent_size=0,   # 0: latent size = nf(0)
+        normalize_latents=True, use_wscale=True, use_pixelnorm=True, pixelnorm_epsilon=1e-8,
+        use_leakyrelu=True,
+    )
+    c.D = _dict(fmap_base=8192, fmap_decay=1.0, fmap_max=512, mbstd_group_size=4, use_wscale=True)
+    c.G_opt = _dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8)
+    c.D_opt = _dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8)
+    c.loss = _dict(
+        name="wgan_gp",                   # wgan_gp | logistic_r1 | lsgan
+        wgan_lambda=10.0, wgan_epsilon=0.001, wgan_target=1.0,   # wgan_gp only
+        r1_gamma=10.0,                    # logistic_r1 only
+        cond_weight=1.0,                  # AC-GAN label terms
+    )
+    c.dataset = _dict(
+        resolution=0,                     # 0: take it from the dataset; else must match it
+        num_channels=0,                   # 0: take it from the dataset; else must match it
+        use_labels=True,                  # condition on the dataset's labels when it has them
+        shuffle_mb=4096,
+        max_resume_skip=1_000_000,        # images a resumed stage may skip to reproduce the data order
+    )
+    c.lock()
+    return c
+
+
+ABLATIONS = {
+    "no_growing": "train at full resolution from the start (sched.lod_initial_resolution = dataset resolution)",
+    "no_pixelnorm": "G without pixelwise feature normalisation (G.use_pixelnorm = False)",
+    "no_equalized_lr": "plain He-initialised weights, no run-time scaling (G/D.use_wscale = False)",
+    "no_ema": "show/export G itself instead of its moving average (train.G_smoothing = 0)",
+    "no_opt_reset": "keep Adam's moments when a block is introduced (train.reset_opt_for_new_lod = False)",
+    "logistic_r1": "non-saturating logistic loss with R1 penalty instead of WGAN-GP",
+    "lsgan": "least-squares GAN loss instead of WGAN-GP",
+}
+
+
+def apply_ablations(config: ml_collections.ConfigDict, spec: str | None) -> ml_collections.ConfigDict:
+    """Applies comma-separated ablations (``configs/x.py:no_ema,lsgan``); see ``ABLATIONS``."""
+    for name in filter(None, (spec or "").split(",")):
+        if name == "no_growing":
+            config.sched.lod_initial_resolution = 1024 if not config.dataset.resolution else config.dataset.resolution
+        elif name == "no_pixelnorm":
+            config.G.use_pixelnorm = False
+        elif name == "no_equalized_lr":
+            config.G.use_wscale = config.D.use_wscale = False
+        elif name == "no_ema":
+            config.train.G_smoothing, config.train.G_smoothing_kimg = 0.0, 0.0
+        elif name == "no_opt_reset":
+            config.train.reset_opt_for_new_lod = False
+        elif name in ("logistic_r1", "lsgan"):
+            config.loss.name = name
+        else:
+            raise ValueError(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
+        config.desc += f"-{name.replace('_', '')}"
+    return config

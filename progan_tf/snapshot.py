@@ -1,0 +1,76 @@
+"""Loading a trained generator from a run directory or a checkpoint (for export, metrics, generation).
+
+A run directory holds ``networks.json`` (the G and D configurations) and
+``checkpoints/ckpt-<images shown>``; ``load_snapshot`` rebuilds the networks
+from the former and restores the chosen checkpoint's weights into them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from progan_tf.networks import Discriminator, Generator
+from progan_tf.training import CHECKPOINT_DIR, NETWORKS_FILE
+
+
+class SnapshotError(ValueError):
+    """A run directory or checkpoint that cannot be loaded; the message names it."""
+
+
+@dataclasses.dataclass
+class Snapshot:
+    Gs: Generator                 # the moving average: what is shown, evaluated and exported
+    G: Generator
+    D: Optional[Discriminator]
+    checkpoint: str               # the checkpoint prefix that was read
+    run_dir: str
+    nimg: int                     # real images shown when it was written
+    networks: dict                # the content of networks.json
+
+    @property
+    def kimg(self) -> float:
+        return self.nimg / 1000.0
+
+
+def resolve_checkpoint(path: str) -> tuple[str, str]:
+    """``(checkpoint prefix, run directory)`` for a run directory, its checkpoints/ or a prefix."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path):
+        run_dir = os.path.dirname(path) if os.path.basename(path) == CHECKPOINT_DIR else path
+        prefix = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
+        if prefix is None:
+            raise SnapshotError(f"{path}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)}")
+        return prefix, run_dir
+    if not tf.io.gfile.exists(path + ".index"):
+        raise SnapshotError(f"{path}: not a run directory or a checkpoint (no {path}.index)")
+    checkpoints_dir = os.path.dirname(path)
+    return path, os.path.dirname(checkpoints_dir) if os.path.basename(checkpoints_dir) == CHECKPOINT_DIR else checkpoints_dir
+
+
+def load_snapshot(path: str, with_discriminator: bool = False) -> Snapshot:
+    """Rebuilds G, Gs (and D) of a run and restores a checkpoint's weights into them."""
+    if not os.path.exists(path) and not tf.io.gfile.exists(path + ".index"):
+        raise SnapshotError(f"{path}: no such run directory or checkpoint")
+    prefix, run_dir = resolve_checkpoint(path)
+    networks_path = os.path.join(run_dir, NETWORKS_FILE)
+    try:
+        with open(networks_path, encoding="utf-8") as f:
+            networks = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"{networks_path}: cannot read the network configuration ({e})") from None
+    G = Generator.from_config(networks["G"])
+    Gs = Generator.from_config(networks["G"])
+    D = Discriminator.from_config(networks["D"]) if with_discriminator else None
+    nimg = tf.Variable(0, dtype=tf.int64)
+    objects = dict(G=G, Gs=Gs, nimg=nimg, **({"D": D} if D is not None else {}))
+    try:
+        tf.train.Checkpoint(**objects).read(prefix).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SnapshotError(f"cannot restore {prefix} into the networks of {networks_path}: {first}") from None
+    return Snapshot(Gs=Gs, G=G, D=D, checkpoint=prefix, run_dir=run_dir, nimg=int(nimg.numpy()), networks=networks)

@@ -1,0 +1,168 @@
+"""``progan-train``: train a ProGAN on a TFRecord pyramid.
+
+    progan-train --config=configs/fashion_mnist_cpu.py --dataset_dir=datasets/fashion-mnist \\
+        --result_dir=results [--config.train.total_kimg=300 ...]
+    progan-train --resume=results/00000-fashion-mnist-cpu      # continue a run where it stopped
+
+Each run writes ``<result_dir>/NNNNN-<desc>/``: ``config.json``, ``log.txt``
+(one line per tick), ``reals.png``, ``fakesKKKKKK.png`` per tick, TensorBoard
+events, and ``checkpoints/`` (every ``train.network_snapshot_ticks`` ticks and at
+the end). SIGINT/SIGTERM write a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_dict, config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/<preset>.py); fields can be overridden with --config.<group>.<field>=... "
+    "Optional with --resume (the run's own config.json is used).", lock_config=True)
+flags.DEFINE_string("dataset_dir", None, "TFRecord pyramid directory (made by progan-dataset).")
+flags.DEFINE_string("result_dir", "results", "Directory that holds the run directories.")
+flags.DEFINE_string("resume", None, "Run directory (its latest checkpoint) or checkpoint prefix to continue from.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored"],
+                  "tf.distribute strategy: 'auto' mirrors over all GPUs when there are several (or over the "
+                  "--num_cpu_devices logical CPUs), else the default strategy on one device.")
+flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical devices (to exercise "
+                     "MirroredStrategy without GPUs).")
+flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bit-reproducible runs, slower).")
+
+RUN_CONFIG, RUN_INFO = "config.json", "run.json"
+
+
+def create_run_dir(result_dir: str, desc: str) -> str:
+    """``<result_dir>/NNNNN-<desc>`` with the next free run number."""
+    os.makedirs(result_dir, exist_ok=True)
+    ids = [int(m.group(1)) for name in os.listdir(result_dir) if (m := re.match(r"^(\d+)-", name))]
+    run_id = max(ids, default=-1) + 1
+    path = os.path.join(result_dir, f"{run_id:05d}-{desc}")
+    os.makedirs(path)
+    return path
+
+
+def load_run_config(run_dir: str) -> config_dict.ConfigDict:
+    path = os.path.join(run_dir, RUN_CONFIG)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = config_dict.ConfigDict(json.load(f))
+    except (OSError, ValueError) as e:
+        raise app.UsageError(f"--resume: cannot read the run's config {path}: {e}") from None
+    config.lock()
+    return config
+
+
+def _resume_run_dir(resume: str) -> str:
+    """The run directory a --resume path belongs to."""
+    path = os.path.normpath(resume)
+    if os.path.isdir(path):
+        return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == "checkpoints":
+        return os.path.dirname(parent)
+    raise app.UsageError(f"--resume: {resume} is neither a run directory nor a checkpoint in one's checkpoints/")
+
+
+def make_strategy(name: str, num_cpu_devices: int):
+    import tensorflow as tf
+
+    if num_cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+    gpus = tf.config.list_logical_devices("GPU")
+    cpus = tf.config.list_logical_devices("CPU")
+    devices = [d.name for d in gpus] or [d.name for d in cpus]
+    if name == "mirrored" or (name == "auto" and len(devices) > 1):
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+
+    from progan_tf import data as data_lib
+    from progan_tf.training import Interrupted, Trainer, TrainingError
+
+    run_dir = _resume_run_dir(FLAGS.resume) if FLAGS.resume else None
+    config = FLAGS.config
+    run_info = {}
+    if run_dir:
+        if not os.path.isdir(run_dir):
+            raise app.UsageError(f"--resume: run directory {run_dir} does not exist")
+        if config is None:
+            config = load_run_config(run_dir)
+        info_path = os.path.join(run_dir, RUN_INFO)
+        if os.path.exists(info_path):
+            with open(info_path, encoding="utf-8") as f:
+                run_info = json.load(f)
+    if config is None:
+        raise app.UsageError("--config is required (e.g. --config=configs/fashion_mnist_cpu.py)")
+    dataset_dir = FLAGS.dataset_dir or run_info.get("dataset_dir")
+    if not dataset_dir:
+        raise app.UsageError("--dataset_dir is required (a directory made by progan-dataset)")
+    try:
+        info = data_lib.read_dataset_info(dataset_dir)
+    except (ValueError, OSError) as e:
+        raise app.UsageError(f"--dataset_dir: {e}") from None
+
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = make_strategy(FLAGS.strategy, FLAGS.num_cpu_devices)
+    if run_dir is None:
+        run_dir = create_run_dir(FLAGS.result_dir, f"{config.desc}-{info.name}")
+        with open(os.path.join(run_dir, RUN_CONFIG), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
+        with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as f:
+            json.dump({"dataset_dir": os.path.abspath(dataset_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "command": sys.argv, "tensorflow": tf.__version__}, f, indent=2)
+    logging.info("Run directory: %s", run_dir)
+
+    try:
+        trainer = Trainer(config, dataset_dir, run_dir, strategy, resume_from=FLAGS.resume)
+    except TrainingError as e:
+        raise app.UsageError(str(e)) from None
+    try:
+        summary = trainer.run()
+    except TrainingError as e:
+        logging.error("%s", e)
+        print(f"progan-train: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as e:
+        print(f"progan-train: stopped by signal {e.signum}; checkpoint {e.checkpoint}\n"
+              f"resume with: progan-train --resume={run_dir}", file=sys.stderr)
+        sys.exit(128 + e.signum)
+    finally:
+        trainer.close()
+    print(f"Done: {summary['kimg']:.1f} kimg, {summary['ticks']} ticks, lod {summary['lod']:.2f} "
+          f"({summary['resolution']}x{summary['resolution']}), {summary['time_s']:.0f} s, stopped by "
+          f"{summary['stopped_by']}.\nRun directory: {run_dir}\nCheckpoint: {summary['checkpoint']}")
+
+
+def _parse_flags(argv):
+    """absl's flag parsing, with config-override mistakes reported in one line, not a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"progan-train: error: {e}\nPass --helpshort to see the flags.", file=sys.stderr)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        overrides = " ".join(a for a in argv[1:] if a.startswith("--config."))
+        print(f"progan-train: error: bad config override ({e}) in: {overrides}\nConfig fields and their "
+              f"types are in progan_tf/config.py and the preset file.", file=sys.stderr)
+    sys.exit(2)
+
+
+def run():
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

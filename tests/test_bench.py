@@ -1,0 +1,38 @@
+"""progan-bench: FLOP counting against BENCHMARK.md's independent count, and the JSON-lines output."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from progan_tf.bench import discriminator_flops, generator_flops, training_flops_per_image
+from progan_tf.networks import Discriminator, Generator
+
+B32 = dict(resolution=32, num_channels=1, fmap_base=2048, fmap_max=256)
+
+
+def test_b32_training_flops_match_the_reference_count():
+    G, D = Generator(**B32), Discriminator(**B32)
+    assert generator_flops(G, 5) / 1e9 == pytest.approx(1.68, rel=0.01)      # "G forward 1.68"
+    fg, fd = generator_flops(G, 5), discriminator_flops(D, 5)
+    assert (fg + 12 * fd) / 1e9 == pytest.approx(21.87, rel=0.01)             # D step
+    assert (3 * fg + 2 * fd) / 1e9 == pytest.approx(8.41, rel=0.01)           # G step
+    assert training_flops_per_image(G, D, 5) / 1e9 == pytest.approx(30.28, rel=0.01)
+    # A lower stage costs less: 16x16 drops the 32x32 block entirely.
+    assert generator_flops(G, 4) < generator_flops(G, 5) / 2
+
+
+def test_cli_prints_one_json_object_per_figure():
+    out = subprocess.run(
+        [sys.executable, "-m", "progan_tf.bench", "--config=B32", "--seconds=0.2", "--repeats=2",
+         "--figures=gen_img_s,data_img_s"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["name"] for r in lines] == ["gen_img_s", "data_img_s"]
+    for r in lines:
+        assert {"name", "median", "min", "max", "unit", "tensorflow", "threads", "xla", "precision"} <= r.keys()
+        assert 0 < r["min"] <= r["median"] <= r["max"] and r["unit"] == "img/s"

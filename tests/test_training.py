@@ -1,0 +1,215 @@
+"""The training loop on tiny networks and the original-format fixture (100 Fashion-MNIST images)."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import FIXTURES, REPO
+from progan_tf.config import default_config
+from progan_tf.snapshot import SnapshotError, load_snapshot
+from progan_tf.training import Trainer, TrainingError
+
+DATASET = os.path.join(FIXTURES, "original-format", "fmnist100")
+
+# 4x4 for 0.2 kimg, fade in 8x8 until 0.4, 8x8 until 0.6, fade in 16x16 until 0.8 ...
+TINY = {
+    "G.fmap_base": 32, "G.fmap_max": 8, "D.fmap_base": 32, "D.fmap_max": 8,
+    "sched.lod_training_kimg": 0.2, "sched.lod_transition_kimg": 0.2, "sched.minibatch_base": 8,
+    "sched.minibatch_dict": {}, "sched.tick_kimg_base": 0.2, "sched.tick_kimg_dict": {},
+    "train.total_kimg": 0.6, "train.network_snapshot_ticks": 2, "train.grid_size": (4, 2),
+    "dataset.shuffle_mb": 1, "train.mirror_augment": True,
+}
+
+
+def tiny_config(**overrides):
+    c = default_config()
+    for key, value in {**TINY, **overrides}.items():
+        group, field = key.split(".")
+        c[group][field] = value
+    return c
+
+
+def cli_flags(**overrides):
+    return [f"--config.{k}={v!r}" if isinstance(v, (dict, tuple)) else f"--config.{k}={v}"
+            for k, v in {**TINY, **overrides}.items()]
+
+
+def progan_train(args, timeout=300, **popen):
+    cmd = [sys.executable, "-m", "progan_tf.train", "--config", os.path.join(REPO, "configs", "mnist.py")] + args
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=REPO, **popen)
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def checkpoint_values(prefix):
+    reader = tf.train.load_checkpoint(prefix)
+    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
+            if "VARIABLE_VALUE" in k and "save_counter" not in k}
+
+
+def test_short_run_grows_and_writes_every_artifact(tmp_path):
+    trainer = Trainer(tiny_config(**{"train.total_kimg": 0.65}), DATASET, str(tmp_path))
+    summary = trainer.run()
+    trainer.close()
+    assert summary["kimg"] == pytest.approx(0.672) and summary["resolution"] == 16
+    assert summary["stopped_by"] == "done"
+    # One traced D step and G step per stage (4x4, 8x8, 16x16), whatever alpha did.
+    assert sorted(trainer._step_fns) == [(2, 8), (3, 8), (4, 8)]
+    for d_step, g_step in trainer._step_fns.values():
+        assert d_step.experimental_get_tracing_count() == 1 and g_step.experimental_get_tracing_count() == 1
+    files = set(os.listdir(tmp_path))
+    assert {"log.txt", "reals.png", "summary.json", "checkpoints"} <= files
+    fakes = sorted(f for f in files if f.startswith("fakes"))
+    assert fakes == ["fakes000000.png"]      # named by whole kimg, as the original's fakes%06d.png
+    from PIL import Image
+    assert Image.open(tmp_path / fakes[-1]).size == (4 * 32, 2 * 32)
+    ticks = [line for line in open(tmp_path / "log.txt") if line.startswith("tick ")]
+    assert len(ticks) == 3 and "lod 1.80" in ticks[-1] and "minibatch 8" in ticks[-1]
+    for word in ("kimg", "lod", "minibatch", "time", "sec/tick", "sec/kimg", "maintenance"):
+        assert word in ticks[0]
+    ckpts = glob.glob(str(tmp_path / "checkpoints" / "ckpt-*.index"))
+    assert {os.path.basename(p) for p in ckpts} == {"ckpt-448.index", "ckpt-672.index"}
+    # TensorBoard scalars of losses, gradient-penalty norms, lod, lr and timing, and the fakes image.
+    events = glob.glob(str(tmp_path / "events.out.tfevents.*"))
+    tags = {v.tag for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value}
+    assert {"Loss/D", "Loss/G", "Loss/mixed_norms", "Loss/real_scores", "Progress/lod", "LearningRate/G",
+            "Timing/sec_per_kimg", "fakes"} <= tags
+    # Gs moved away from G (EMA) but stays close to it.
+    g, gs = trainer.G.get_weights(), trainer.Gs.get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(g, gs))
+    # The run directory alone rebuilds the networks and restores the final weights.
+    snap = load_snapshot(str(tmp_path), with_discriminator=True)
+    assert snap.nimg == 672 and snap.checkpoint.endswith("ckpt-672")
+    for net, restored in ((trainer.Gs, snap.Gs), (trainer.G, snap.G), (trainer.D, snap.D)):
+        for a, b in zip(net.weights, restored.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    snap = load_snapshot(str(tmp_path / "checkpoints" / "ckpt-448"))
+    assert snap.nimg == 448 and snap.D is None
+    with pytest.raises(SnapshotError, match="nowhere: no such run directory or checkpoint"):
+        load_snapshot(str(tmp_path / "nowhere"))
+
+
+def test_ema_beta_fixed_or_by_half_life(tmp_path):
+    trainer = Trainer(tiny_config(), DATASET, str(tmp_path))
+    assert trainer.ema_beta(8) == 0.999                       # the original: fixed per D step
+    trainer.config.train.G_smoothing_kimg = 2.0
+    assert trainer.ema_beta(64) ** (2000 / 64) == pytest.approx(0.5)   # half-life of 2 kimg
+    assert trainer.ema_beta(32) ** (2000 / 32) == pytest.approx(0.5)
+    trainer.close()
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = progan_train([f"--dataset_dir={DATASET}", f"--result_dir={tmp_path / 'a'}", "--deterministic"]
+                        + cli_flags())
+    assert full.returncode == 0, full.stderr[-3000:]
+    half = progan_train([f"--dataset_dir={DATASET}", f"--result_dir={tmp_path / 'b'}", "--deterministic"]
+                        + cli_flags(**{"train.total_kimg": 0.3}))
+    assert half.returncode == 0, half.stderr[-3000:]
+    run_b = glob.glob(str(tmp_path / "b" / "*"))[0]
+    resumed = progan_train([f"--resume={run_b}", "--deterministic"] + cli_flags())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resumed from" in open(os.path.join(run_b, "log.txt")).read()
+    a = checkpoint_values(tf.train.latest_checkpoint(glob.glob(str(tmp_path / "a" / "*" / "checkpoints"))[0]))
+    b = checkpoint_values(tf.train.latest_checkpoint(os.path.join(run_b, "checkpoints")))
+    assert a.keys() == b.keys()
+    assert sum(k.startswith("G/") for k in a) == sum(k.startswith("Gs/") for k in a) == 24   # every G weight
+    assert sum(k.startswith("D/") for k in a) == 26
+    assert a["nimg/.ATTRIBUTES/VARIABLE_VALUE"] == b["nimg/.ATTRIBUTES/VARIABLE_VALUE"] == 608
+    for key in a:
+        if not key.startswith("tick/"):   # the interrupted run reported one tick more
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-6, err_msg=key)
+
+
+def test_mirrored_two_devices_match_one_device(tmp_path):
+    flags = cli_flags(**{"train.total_kimg": 0.3})
+    one = progan_train([f"--dataset_dir={DATASET}", f"--result_dir={tmp_path / 'one'}"] + flags)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = progan_train([f"--dataset_dir={DATASET}", f"--result_dir={tmp_path / 'two'}", "--strategy=mirrored",
+                        "--num_cpu_devices=2"] + flags)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "on 2 replica(s)" in open(glob.glob(str(tmp_path / "two" / "*" / "log.txt"))[0]).read()
+    a = checkpoint_values(tf.train.latest_checkpoint(glob.glob(str(tmp_path / "one" / "*" / "checkpoints"))[0]))
+    b = checkpoint_values(tf.train.latest_checkpoint(glob.glob(str(tmp_path / "two" / "*" / "checkpoints"))[0]))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-4, err_msg=key)
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_goes_on(tmp_path):
+    proc = progan_train([f"--dataset_dir={DATASET}", f"--result_dir={tmp_path}"]
+                        + cli_flags(**{"train.total_kimg": 1000.0, "train.network_snapshot_ticks": 1000}),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        log = None
+        while time.time() < deadline:
+            logs = glob.glob(str(tmp_path / "*" / "log.txt"))
+            if logs and "tick 2 " in open(logs[0]).read():
+                log = logs[0]
+                break
+            time.sleep(0.5)
+        assert log, "training never reached tick 2"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "resume with: progan-train --resume=" in err
+    run_dir = os.path.dirname(log)
+    prefix = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    assert prefix is not None
+    stopped_at = int(checkpoint_values(prefix)["nimg/.ATTRIBUTES/VARIABLE_VALUE"])
+    assert stopped_at >= 400
+    assert json.load(open(os.path.join(run_dir, "summary.json")))["stopped_by"] == "signal"
+    resumed = progan_train([f"--resume={run_dir}"] + cli_flags(**{"train.total_kimg": stopped_at / 1000 + 0.1}))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from {prefix}" in open(log).read()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_config(**{"train.total_kimg": 0.2}), DATASET, str(tmp_path))
+    trainer.run()
+    good = trainer.manager.latest_checkpoint
+    trainer.config.train.total_kimg = 0.6
+    weight = trainer.D.trainable_variables[0]
+    weight.assign(tf.fill(weight.shape, np.nan))
+    with pytest.raises(TrainingError, match=r"non-finite Loss/D .*Last good checkpoint: .*ckpt-224"):
+        trainer.run()
+    trainer.close()
+    assert trainer.manager.latest_checkpoint == good
+    assert all(np.isfinite(v).all() for v in checkpoint_values(good).values())
+
+
+def test_bad_input_is_reported_before_training(tmp_path):
+    cases = [
+        (["--dataset_dir=" + DATASET, "--config.dataset.resolution=64"], "is 32x32 but the config says dataset.resolution=64"),
+        (["--dataset_dir=" + DATASET, "--config.dataset.num_channels=3"], "has 1 channel(s) but the config says dataset.num_channels=3"),
+        (["--dataset_dir=" + str(tmp_path / "missing")], "missing"),
+        (["--dataset_dir=" + DATASET, "--config.loss.name=wgan"], "unknown loss 'wgan'"),
+        (["--dataset_dir=" + DATASET, "--config.train.no_such_field=1"], "no_such_field"),
+        (["--resume=" + str(tmp_path / "nowhere")], "nowhere"),
+    ]
+    for args, message in cases:
+        out = progan_train(args + [f"--result_dir={tmp_path / 'runs'}"], timeout=120)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-2000:])
+        assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints"))
+
+
+def test_unreadable_checkpoint_is_named(tmp_path):
+    run = tmp_path / "00000-x" / "checkpoints"
+    run.mkdir(parents=True)
+    (run / "ckpt-8.index").write_bytes(b"garbage")
+    (run / "ckpt-8.data-00000-of-00001").write_bytes(b"garbage")
+    (run / "checkpoint").write_text('model_checkpoint_path: "ckpt-8"\nall_model_checkpoint_paths: "ckpt-8"\n')
+    out = progan_train([f"--resume={tmp_path / '00000-x'}", f"--dataset_dir={DATASET}"], timeout=120)
+    assert out.returncode != 0
+    assert "cannot restore checkpoint" in out.stderr and "ckpt-8" in out.stderr, out.stderr[-2000:]
