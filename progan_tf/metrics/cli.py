@@ -1,0 +1,181 @@
+"""`progan-metrics`: SWD, FID, Inception score and MS-SSIM between image sets.
+
+Reals only (available now)::
+
+    progan-metrics --reals_only --split_halves --dataset_dir=datasets/fashion_mnist \\
+        --metrics=swd,msssim --num_images=10000
+    progan-metrics --reals_only --dataset_dir=datasets/a --dataset_dir2=datasets/b --metrics=fid \\
+        --inception_weights=inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5
+
+`--split_halves` compares images [0, N) with [N, 2N) of one dataset;
+`--dataset_dir2` compares the first N images of two datasets. Statistics of
+dataset images are cached in ``<dataset_dir>/.metrics-cache/`` (or
+`--cache_dir`), so repeated evaluations only pay for the other side.
+Evaluating a run directory, checkpoint or SavedModel (a positional argument)
+needs the trainer's generator loader and is not available yet.
+"""
+import functools
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from absl import app, flags, logging
+
+# Own FlagValues, not absl's global FLAGS, so importing this module next to
+# other CLIs (train, dataset tool) cannot clash on flag names like --dataset_dir.
+FLAGS = flags.FlagValues()
+_bool = functools.partial(flags.DEFINE_bool, flag_values=FLAGS)
+_integer = functools.partial(flags.DEFINE_integer, flag_values=FLAGS)
+_string = functools.partial(flags.DEFINE_string, flag_values=FLAGS)
+_list = functools.partial(flags.DEFINE_list, flag_values=FLAGS)
+
+_list("metrics", ["swd"], "Metrics to compute: swd, fid, is, msssim.")
+_integer("num_images", 10000, "Images per set (MS-SSIM uses num_images // 2 pairs).")
+_string("dataset_dir", None, "Dataset directory (TFRecord pyramid) of the reference images.")
+_string("dataset_dir2", None, "With --reals_only: second dataset to compare against.")
+_bool("split_halves", False, "With --reals_only: compare images [0, N) and [N, 2N) of --dataset_dir.")
+_bool("reals_only", False, "Compare real image sets (no generator).")
+_integer("resolution", None, "Dataset level to read (default: the full resolution).")
+_integer("batch_size", 256, "Images per batch read from a dataset or generator.")
+_integer("seed", 0, "Seed of SWD's neighbourhoods and directions and of MS-SSIM's pairs.")
+_integer("num_threads", None, "SWD worker threads (default: usable CPU cores).")
+_string("cache_dir", None, "Cache of dataset statistics (default: <dataset_dir>/.metrics-cache).")
+_bool("use_cache", True, "Read and write cached dataset statistics.")
+_string("inception_weights", "imagenet",
+                    "'imagenet' (Keras downloads them) or a local Keras InceptionV3 weights file "
+                    "(.h5/.weights.h5; notop for FID, with the top for the Inception score).")
+_string("feature_extractor", None,
+                    "FID features from a SavedModel directory or a Keras .keras/.h5 model instead of Inception.")
+_string("extractor_output", None,
+                    "SavedModel output key, or Keras layer name, to take features from.")
+_list("extractor_input_range", ["-1", "1"], "Pixel range the feature extractor expects.")
+_integer("extractor_input_size", None, "Input size for a SavedModel whose signature leaves it open.")
+_integer("extractor_batch_size", 64, "Images per feature-extractor call.")
+_string("output", None, "Append one line per evaluation to this text file (metric-<name>.txt format).")
+_string("label", None, "Row label in --output (default: the evaluated set's name).")
+
+
+class NotAvailableYet(app.UsageError):
+    pass
+
+
+def _check_args(argv: List[str]) -> None:
+    targets = argv[1:]
+    if targets:
+        raise NotAvailableYet(
+            f"evaluating a run directory, checkpoint or SavedModel ({targets[0]}) is not available yet: "
+            "it needs the trainer's generator loader. Use --reals_only with --split_halves or --dataset_dir2.")
+    if FLAGS.dataset_dir is None:
+        raise app.UsageError("--dataset_dir is required")
+    if not FLAGS.reals_only:
+        raise app.UsageError("give a run directory / checkpoint / SavedModel to evaluate, or --reals_only")
+    if bool(FLAGS.split_halves) == bool(FLAGS.dataset_dir2):
+        raise app.UsageError("--reals_only needs exactly one of --split_halves and --dataset_dir2")
+
+
+def _sources(cache_for):
+    from progan_tf.metrics import evaluate
+
+    res_log2 = None
+    if FLAGS.resolution is not None:
+        res_log2 = FLAGS.resolution.bit_length() - 1
+        if 2 ** res_log2 != FLAGS.resolution:
+            raise app.UsageError(f"--resolution must be a power of two, got {FLAGS.resolution}")
+    first = evaluate.dataset_source(FLAGS.dataset_dir, 0, res_log2, cache_for(FLAGS.dataset_dir))
+    if FLAGS.split_halves:
+        second = evaluate.dataset_source(FLAGS.dataset_dir, FLAGS.num_images, res_log2,
+                                         cache_for(FLAGS.dataset_dir))
+    else:
+        second = evaluate.dataset_source(FLAGS.dataset_dir2, 0, res_log2, cache_for(FLAGS.dataset_dir2))
+    return first, second
+
+
+def format_table(result: Dict[str, float]) -> str:
+    width = max(len(k) for k in result) + 2
+    lines = [f"{'metric':<{width}}value"]
+    lines += [f"{k:<{width}}{v:.4f}" for k, v in result.items()]
+    return "\n".join(lines)
+
+
+def append_output(path: str, label: str, seconds: float, result: Dict[str, float]) -> None:
+    """One line per evaluation; a header line first when the file is new (as the original's metric-*.txt)."""
+    names = list(result)
+    header = f"{'Snapshot':<40}{'Time_eval':<12}" + "".join(f"{n:<16}" for n in names)
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    if not new:
+        with open(path) as f:
+            existing = f.readline().split()
+        if existing != header.split():
+            raise ValueError(f"{path} has columns {existing[2:]}, this evaluation {names}; "
+                             "use another --output file for this set of metrics")
+    with open(path, "a") as f:
+        if new:
+            f.write(header + "\n")
+        f.write(f"{label:<40}{seconds:<12.1f}" + "".join(f"{result[n]:<16.4f}" for n in names) + "\n")
+
+
+def main(argv: List[str]) -> Optional[int]:
+    from progan_tf.metrics import cache as cache_lib
+    from progan_tf.metrics import evaluate, fid
+
+    _check_args(argv)
+    metrics = [m.strip().lower() for m in FLAGS.metrics if m.strip()]
+
+    def cache_for(dataset_dir):
+        if not FLAGS.use_cache:
+            return None
+        return cache_lib.StatsCache(FLAGS.cache_dir or cache_lib.default_cache_dir(dataset_dir))
+
+    try:
+        input_range = tuple(float(v) for v in FLAGS.extractor_input_range)
+        options = evaluate.ExtractorOptions(FLAGS.inception_weights, FLAGS.feature_extractor,
+                                            FLAGS.extractor_output, input_range,
+                                            FLAGS.extractor_input_size, FLAGS.extractor_batch_size)
+        evaluator = evaluate.Evaluator(metrics, FLAGS.num_images, FLAGS.batch_size, FLAGS.seed,
+                                       FLAGS.num_threads, options)
+        reference, evaluated = _sources(cache_for)
+        start = time.time()
+        result = evaluator.evaluate(reference, evaluated)
+        seconds = time.time() - start
+    except (fid.ExtractorError, ValueError) as e:
+        logging.error("%s", e)
+        print(f"progan-metrics: error: {e}", file=sys.stderr)
+        return 1
+    print(f"{reference.label} vs {evaluated.label}, {FLAGS.num_images} images each, {seconds:.1f} s")
+    print(format_table(result))
+    if FLAGS.output:
+        try:
+            append_output(FLAGS.output, FLAGS.label or evaluated.label, seconds, result)
+        except ValueError as e:
+            print(f"progan-metrics: error: {e}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def parse_flags(argv: Sequence[str]) -> List[str]:
+    """Parses this tool's flags, then absl's own (e.g. --verbosity); returns argv[0] and positionals."""
+    try:
+        rest = FLAGS(list(argv), known_only=True)
+        return flags.FLAGS(rest)
+    except flags.Error as e:
+        print(f"progan-metrics: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cli(argv: Sequence[str]) -> int:
+    """Parses `argv` from the flag defaults and runs main (for tests and embedding)."""
+    FLAGS.unparse_flags()
+    return main(parse_flags(argv))
+
+
+def run():
+    """Console-script entry point (`progan-metrics`)."""
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
+        print(__doc__ + "\nFlags:\n" + FLAGS.get_help(include_special_flags=False))
+        sys.exit(0)
+    app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()
