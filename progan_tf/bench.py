@@ -26,6 +26,8 @@ flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (af
 flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).")
 flags.DEFINE_list("figures", ["train_stable_img_s", "train_fade_img_s", "gen_img_s", "train_gflop_s",
                               "data_img_s"], "Figures to measure.")
+flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.")
+flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.")
 
 # name: (resolution, channels, fmap_base, fmap_max, latent, minibatch)
 CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 16)}
@@ -92,13 +94,13 @@ def figure(name: str, values, unit: str, **extra) -> dict:
             "unit": unit, **extra}
 
 
-def machine_rates(G, minibatch: int, seconds: float, repeats: int):
-    """Measured float32 GFLOP/s of a 2048^3 matmul and of G's 3x3 convs (forward + backward)."""
+def machine_rates(G, minibatch: int, seconds: float, repeats: int, dtype="float32"):
+    """Measured GFLOP/s of a 2048^3 matmul and of G's 3x3 convs (forward + backward) in ``dtype``."""
     import tensorflow as tf
 
-    a = tf.random.normal([2048, 2048])
-    b = tf.random.normal([2048, 2048])
-    matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    a = tf.cast(tf.random.normal([2048, 2048]), dtype)
+    b = tf.cast(tf.random.normal([2048, 2048]), dtype)
+    matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
     matmul()
     matmul_rates = [r * 2 * 2048 ** 3 / 1e9 for r in timed(lambda: matmul().numpy(), seconds / 2, repeats, 1)]
 
@@ -106,8 +108,8 @@ def machine_rates(G, minibatch: int, seconds: float, repeats: int):
     for r in range(3, G.resolution_log2 + 1):
         for conv in G.convs[r]:
             size = 2 ** r
-            x = tf.random.normal([minibatch, size, size, conv.kernel.shape[2]])
-            w = tf.Variable(tf.random.normal(conv.kernel.shape))
+            x = tf.cast(tf.random.normal([minibatch, size, size, conv.kernel.shape[2]]), dtype)
+            w = tf.Variable(tf.cast(tf.random.normal(conv.kernel.shape), dtype))
             convs.append((x, w))
             flops += 3 * minibatch * conv_flops(conv, size)    # forward, input grad, weight grad
 
@@ -120,7 +122,7 @@ def machine_rates(G, minibatch: int, seconds: float, repeats: int):
                 y = tf.nn.conv2d(x, w, 1, "SAME")
                 s = tf.reduce_sum(y)
             gx, gw = tape.gradient(s, [x, w])
-            total += tf.reduce_sum(gx[:1, :1, :1]) + tf.reduce_sum(gw[:1, :1, :1])
+            total += tf.cast(tf.reduce_sum(gx[:1, :1, :1]) + tf.reduce_sum(gw[:1, :1, :1]), tf.float32)
         return total
 
     conv_step()
@@ -160,7 +162,8 @@ def write_synthetic_dataset(path: str, resolution: int, channels: int, num_image
                                labels=None, opts=dataset_tool.WriteOptions(shuffle=False, progress=False))
 
 
-def run_benchmark(name: str, seconds: float, repeats: int, figures) -> list:
+def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: str = "float32",
+                  jit_compile: str = "off") -> list:
     import tensorflow as tf
 
     from progan_tf import data as data_lib
@@ -176,14 +179,15 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures) -> list:
     config.G.latent_size = latent
     config.dataset.use_labels = False
     config.dataset.shuffle_mb = 64
+    config.train.precision, config.train.jit_compile = precision, jit_compile
     results = []
-    context = {"config": name, "tensorflow": tf.__version__, "threads": os.cpu_count(),
-               "devices": [d.name for d in tf.config.list_logical_devices()], "xla": False,
-               "precision": "float32", "cpu": cpu_model(), **cpu_flags()}
     with tempfile.TemporaryDirectory() as tmp:
         dataset = os.path.join(tmp, "data")
         write_synthetic_dataset(dataset, resolution, channels, 2048)
         trainer = Trainer(config, dataset, os.path.join(tmp, "run"))
+        context = {"config": name, "tensorflow": tf.__version__, "threads": os.cpu_count(),
+                   "devices": [d.name for d in tf.config.list_logical_devices()], "xla": trainer.jit_compile,
+                   "precision": trainer.precision, "cpu": cpu_model(), **cpu_flags()}
         res = trainer.info.resolution_log2
         d_step, g_step = trainer.step_functions(res, minibatch)
 
@@ -219,10 +223,15 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures) -> list:
         if "train_gflop_s" in figures:
             per_image = training_flops_per_image(trainer.G, trainer.D, res)
             gflops = [r * per_image / 1e9 for r in stable]
-            matmul, conv = machine_rates(trainer.G, minibatch, seconds, repeats)
+            compute_dtype = "bfloat16" if "bfloat16" in trainer.precision else (
+                "float16" if "float16" in trainer.precision else "float32")
+            matmul, conv = machine_rates(trainer.G, minibatch, seconds, repeats, compute_dtype)
+            if compute_dtype != "float32":
+                matmul32, conv32 = machine_rates(trainer.G, minibatch, seconds, repeats, "float32")
+                results.append(figure("conv3x3_fwd_bwd_gflop_s", conv32, "GFLOP/s", kernel_dtype="float32", **context))
             results.append(figure("train_gflop_s", gflops, "GFLOP/s", gflop_per_image=per_image / 1e9, **context))
-            results.append(figure("conv3x3_fwd_bwd_gflop_s", conv, "GFLOP/s", **context))
-            results.append(figure("matmul_gflop_s", matmul, "GFLOP/s", **context))
+            results.append(figure("conv3x3_fwd_bwd_gflop_s", conv, "GFLOP/s", kernel_dtype=compute_dtype, **context))
+            results.append(figure("matmul_gflop_s", matmul, "GFLOP/s", kernel_dtype=compute_dtype, **context))
             results.append(figure("mfu", [g / statistics.median(conv) for g in gflops], "fraction of conv rate",
                                   of_matmul=statistics.median(gflops) / statistics.median(matmul), **context))
         if "data_img_s" in figures:
@@ -237,8 +246,10 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures) -> list:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    for result in run_benchmark(FLAGS.config, FLAGS.seconds, FLAGS.repeats, FLAGS.figures):
-        print(json.dumps(result), flush=True)
+    for precision in FLAGS.precision:
+        for jit in FLAGS.jit_compile:
+            for result in run_benchmark(FLAGS.config, FLAGS.seconds, FLAGS.repeats, FLAGS.figures, precision, jit):
+                print(json.dumps(result), flush=True)
     sys.stdout.flush()
 
 

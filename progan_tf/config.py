@@ -35,6 +35,8 @@ def default_config() -> ml_collections.ConfigDict:
         grid_size=(8, 8),                 # columns, rows of reals.png / fakes*.png
         max_time_minutes=0.0,             # stop (with a checkpoint) after this long; 0 = no limit
         check_finite_every=4,             # iterations between non-finite-loss checks
+        precision="float32",              # float32 | mixed_bfloat16 | mixed_float16 | auto
+        jit_compile="off",                # XLA for the step functions: off | on | auto
     )
     c.sched = _dict(
         lod_initial_resolution=4,

@@ -57,20 +57,22 @@ def _add_g_label_terms(loss, stats, fake_labels, fake_logits, cond_weight):
     return loss
 
 
-def input_gradients(D, images, res, alpha, reduce=lambda scores: tf.reduce_sum(scores)):
+def input_gradients(D, images, res, alpha, gradient_scale=1.0):
     """Scores of D on ``images`` and the gradient of their sum w.r.t. the images.
 
     The inner tape is created here so that the sum being differentiated is
     computed inside it (see SPEC.md section 7); the outer tape of the trainer
-    still records everything, giving the penalty's double backward.
+    still records everything, giving the penalty's double backward. Under
+    float16, ``gradient_scale`` (the optimizer's loss scale) keeps the inner
+    backward pass from underflowing; it is divided out again here.
     """
     images = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         tape.watch(images)
         d_out = D(images, res=res, alpha=alpha)
         scores, logits = _split(d_out)
-        total = reduce(scores)
-    grads = tf.cast(tape.gradient(total, images), tf.float32)
+        total = tf.reduce_sum(scores) * tf.cast(gradient_scale, tf.float32)
+    grads = tf.cast(tape.gradient(total, images), tf.float32) / tf.cast(gradient_scale, tf.float32)
     return scores, logits, grads
 
 
@@ -82,7 +84,7 @@ def _sample_norm(x):
 
 def d_wgan_gp(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
               wgan_lambda=10.0, wgan_epsilon=0.001, wgan_target=1.0, cond_weight=1.0,
-              mixing_factors=None):
+              mixing_factors=None, gradient_scale=1.0):
     """``D(fake) - D(real) + lambda/target**2 * (||grad D(xhat)|| - target)**2 + eps * D(real)**2``."""
     fake_labels = real_labels if fake_labels is None else fake_labels
     fakes = _fakes_for_d(G, latents, fake_labels, res, alpha)
@@ -95,7 +97,7 @@ def d_wgan_gp(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fa
         mixing_factors = tf.random.uniform([tf.shape(reals)[0], 1, 1, 1], 0.0, 1.0)
     u = tf.cast(tf.reshape(mixing_factors, [-1, 1, 1, 1]), reals.dtype)
     mixed = reals + (fakes - reals) * u
-    mixed_scores, _, mixed_grads = input_gradients(D, mixed, res, alpha)
+    mixed_scores, _, mixed_grads = input_gradients(D, mixed, res, alpha, gradient_scale)
     mixed_norms = _sample_norm(mixed_grads)
     gradient_penalty = tf.square(mixed_norms - wgan_target)
     loss += gradient_penalty * (wgan_lambda / wgan_target ** 2)
@@ -120,12 +122,13 @@ def g_wgan(G, D, latents, fake_labels=None, *, res=None, alpha=1.0, cond_weight=
 # --- Non-saturating logistic with R1 ---------------------------------------------------------
 
 def d_logistic_r1(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
-                  r1_gamma=10.0, cond_weight=1.0):
+                  r1_gamma=10.0, cond_weight=1.0, gradient_scale=1.0):
     """``softplus(D(fake)) + softplus(-D(real)) + gamma/2 * ||grad_real D(real)||**2``."""
     fake_labels = real_labels if fake_labels is None else fake_labels
     fakes = _fakes_for_d(G, latents, fake_labels, res, alpha)
     fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
-    real_scores, real_logits, real_grads = input_gradients(D, tf.cast(reals, fakes.dtype), res, alpha)
+    real_scores, real_logits, real_grads = input_gradients(D, tf.cast(reals, fakes.dtype), res, alpha,
+                                                           gradient_scale)
     loss = tf.nn.softplus(fake_scores) + tf.nn.softplus(-real_scores)
     r1_penalty = tf.reduce_sum(tf.square(real_grads), axis=[1, 2, 3])
     loss += r1_penalty * (r1_gamma * 0.5)

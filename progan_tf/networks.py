@@ -180,7 +180,7 @@ class Generator(_GrowingNetwork):
 
     def call(self, latents, labels=None, res=None, alpha=1.0):
         res = self.check_res(res)
-        x = latents
+        x = tf.cast(latents, self.compute_dtype)
         if self.label_size:
             if labels is None:
                 raise ValueError(f"this generator is conditional (label_size={self.label_size}): pass labels")
@@ -195,10 +195,10 @@ class Generator(_GrowingNetwork):
         for r in range(2, res):
             x = self._block(x, r)
         new = self._to_rgb(res)(self._block(x, res))
-        if res == 2 or _is_one(alpha):
-            return new
-        old = self.upscale(self._to_rgb(res - 1)(x))
-        return self.fade(old, new, alpha=alpha)
+        if res > 2 and not _is_one(alpha):
+            old = self.upscale(self._to_rgb(res - 1)(x))
+            new = self.fade(old, new, alpha=alpha)
+        return tf.cast(new, self.variable_dtype)   # images leave in float32 under mixed precision
 
     def get_config(self):
         return {**super().get_config(), "latent_size": self.latent_size,
@@ -288,13 +288,14 @@ class Discriminator(_GrowingNetwork):
         if tuple(images.shape[1:]) != (size, size, self.num_channels):
             raise ValueError(f"stage res={res} expects images of shape [N, {size}, {size}, "
                              f"{self.num_channels}], got {tuple(images.shape)}")
+        images = tf.cast(images, self.compute_dtype)
         x = self._block(self.act(self._from_rgb(res)(images)), res)
         if res > 2 and not _is_one(alpha):
             old = self.act(self._from_rgb(res - 1)(self.downscale(images)))
             x = self.fade(old, x, alpha=alpha)
         for r in range(res - 1, 1, -1):
             x = self._block(x, r)
-        return x
+        return tf.cast(x, self.variable_dtype)    # scores and logits leave in float32
 
     def get_config(self):
         return {**super().get_config(), "mbstd_group_size": self.mbstd_group_size}

@@ -33,9 +33,10 @@ from absl import logging
 
 from progan_tf import data as data_lib
 from progan_tf import images as images_lib
-from progan_tf.ema import clone_model, update_ema
+from progan_tf.ema import update_ema
 from progan_tf.losses import get_loss
 from progan_tf.networks import Discriminator, Generator, resolution_log2
+from progan_tf.precision import resolve_jit, resolve_precision
 from progan_tf.schedule import Schedule, new_block_started, training_schedule
 
 CHECKPOINT_DIR = "checkpoints"
@@ -142,13 +143,28 @@ class Trainer:
     def _build_models(self):
         g_kwargs, d_kwargs = _network_kwargs(self.config, self.info, self.label_size)
         c = self.config
+        try:
+            self.precision, why = resolve_precision(c.train.precision)
+            self.jit_compile, jit_why = resolve_jit(c.train.jit_compile)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        self._log(f"Precision {self.precision} ({why}); XLA {'on' if self.jit_compile else 'off'} ({jit_why})")
+        if self.precision == "mixed_float16" and g_kwargs["pixelnorm_epsilon"] < 1e-4:
+            g_kwargs["pixelnorm_epsilon"] = 1e-4   # the original's float16 setting: 1e-8 underflows
         keras.utils.set_random_seed(c.seed)   # the initial weights follow the config's seed
         with self.strategy.scope():
-            self.G = Generator(**g_kwargs, name="G")
-            self.D = Discriminator(**d_kwargs, name="D")
-            self.Gs = clone_model(self.G)
-            self.G_opt = keras.optimizers.Adam(learning_rate=c.sched.G_lrate_base, **dict(c.G_opt), name="G_opt")
-            self.D_opt = keras.optimizers.Adam(learning_rate=c.sched.D_lrate_base, **dict(c.D_opt), name="D_opt")
+            self.G = Generator(**g_kwargs, dtype=self.precision, name="G")
+            self.D = Discriminator(**d_kwargs, dtype=self.precision, name="D")
+            # Gs (what is shown, evaluated and exported) computes in float32 whatever G does.
+            self.Gs = Generator.from_config({**self.G.get_config(), "dtype": "float32", "name": "Gs"})
+            self.Gs.set_weights(self.G.get_weights())
+            # The checkpoint holds the plain Adam optimizers, so a run can resume in another precision;
+            # float16 steps go through a dynamic loss-scale wrapper around them (its scale is not saved).
+            self.G_adam = keras.optimizers.Adam(learning_rate=c.sched.G_lrate_base, **dict(c.G_opt), name="G_opt")
+            self.D_adam = keras.optimizers.Adam(learning_rate=c.sched.D_lrate_base, **dict(c.D_opt), name="D_opt")
+            self.loss_scaling = self.precision == "mixed_float16"
+            wrap = keras.optimizers.LossScaleOptimizer if self.loss_scaling else (lambda opt: opt)
+            self.G_opt, self.D_opt = wrap(self.G_adam), wrap(self.D_adam)
             # Built over every stage's variables up front (SPEC.md section 7).
             self.G_opt.build(self.G.trainable_variables)
             self.D_opt.build(self.D.trainable_variables)
@@ -163,7 +179,8 @@ class Trainer:
     def _write_network_configs(self):
         """``networks.json``: what rebuilds G/Gs and D from a checkpoint without the dataset."""
         path = os.path.join(self.run_dir, NETWORKS_FILE)
-        content = {"G": self.G.get_config(), "D": self.D.get_config(), "dataset": self.info.name,
+        content = {"G": {**self.G.get_config(), "dtype": "float32"}, "D": {**self.D.get_config(), "dtype": "float32"},
+                   "dataset": self.info.name, "precision": self.precision,
                    "resolution": self.info.resolution, "num_channels": self.info.channels,
                    "label_size": self.label_size}
         tmp = path + ".tmp"
@@ -173,7 +190,7 @@ class Trainer:
 
     def _build_checkpoint(self):
         self.checkpoint = tf.train.Checkpoint(
-            G=self.G, D=self.D, Gs=self.Gs, G_opt=self.G_opt, D_opt=self.D_opt, nimg=self.nimg,
+            G=self.G, D=self.D, Gs=self.Gs, G_opt=self.G_adam, D_opt=self.D_adam, nimg=self.nimg,
             tick=self.tick, iteration=self.iteration, stage_start_nimg=self.stage_start_nimg,
             stage_res=self.stage_res, prev_lod=self.prev_lod)
         self.manager = tf.train.CheckpointManager(
@@ -229,14 +246,14 @@ class Trainer:
         return float(self.config.train.G_smoothing)
 
     def _reset_optimizers(self):
-        for opt in (self.G_opt, self.D_opt):
+        for opt in (self.G_adam, self.D_adam):
             for v in opt.variables:
                 if v.name != "learning_rate":
                     v.assign(tf.zeros(v.shape, v.dtype))
 
     def _set_learning_rates(self, sched: Schedule):
-        self.G_opt.learning_rate.assign(sched.G_lrate)
-        self.D_opt.learning_rate.assign(sched.D_lrate)
+        self.G_adam.learning_rate.assign(sched.G_lrate)
+        self.D_adam.learning_rate.assign(sched.D_lrate)
 
     # --- the compiled steps ---------------------------------------------------------------
 
@@ -246,7 +263,9 @@ class Trainer:
         local = minibatch // R
         D_vars, G_vars = self.D.active_variables(res), self.G.active_variables(res)
         d_opts, g_opts = _accepted(self.loss.d_loss, c.loss), _accepted(self.loss.g_loss, c.loss)
-        wants_mixing = "mixing_factors" in inspect.signature(self.loss.d_loss).parameters
+        d_params = inspect.signature(self.loss.d_loss).parameters
+        wants_mixing = "mixing_factors" in d_params
+        scales_penalty = self.loss_scaling and "gradient_scale" in d_params
         all_labels = tf.constant(self.labels)
 
         def d_replica(reals, labels, alpha, iteration):
@@ -263,11 +282,15 @@ class Trainer:
             if wants_mixing:
                 extra["mixing_factors"] = tf.gather(
                     tf.random.stateless_uniform([minibatch], self._seed(_RNG_MIXING, iteration)), idx)
+            if scales_penalty:
+                extra["gradient_scale"] = self.D_opt.dynamic_scale
             labels = labels if self.label_size else None
             with tf.GradientTape() as tape:
                 loss, stats = self.loss.d_loss(self.G, self.D, z, x, labels, res=res, alpha=alpha,
                                                **d_opts, **extra)
                 total = tf.reduce_sum(loss) / minibatch
+                if self.loss_scaling:
+                    total = self.D_opt.scale_loss(total)
             grads = tape.gradient(total, D_vars)
             self.D_opt.apply(grads, D_vars)
             return _sums({"Loss/D": loss, **{f"Loss/{k}": v for k, v in stats.items()}}, minibatch)
@@ -284,19 +307,24 @@ class Trainer:
             with tf.GradientTape() as tape:
                 loss, stats = self.loss.g_loss(self.G, self.D, z, fake_labels, res=res, alpha=alpha, **g_opts)
                 total = tf.reduce_sum(loss) / minibatch
+                if self.loss_scaling:
+                    total = self.G_opt.scale_loss(total)
             grads = tape.gradient(total, G_vars)
             self.G_opt.apply(grads, G_vars)
             return _sums({"Loss/G": loss, **{f"Loss/G_{k}": v for k, v in stats.items()}}, minibatch)
 
         strategy = self.strategy
+        if self.jit_compile and R > 1:   # XLA compiles the per-replica work; the all-reduce stays outside
+            d_replica, g_replica = (tf.function(f, jit_compile=True) for f in (d_replica, g_replica))
+        outer_jit = self.jit_compile and R == 1
 
-        @tf.function
+        @tf.function(jit_compile=outer_jit)
         def d_step(reals, labels, alpha, iteration, ema_beta):
             sums = strategy.run(d_replica, args=(reals, labels, alpha, iteration))
             update_ema(self.Gs, self.G, ema_beta)
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
 
-        @tf.function
+        @tf.function(jit_compile=outer_jit)
         def g_step(alpha, iteration):
             sums = strategy.run(g_replica, args=(alpha, iteration))
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
