@@ -35,6 +35,9 @@ def default_config() -> ml_collections.ConfigDict:
         grid_size=(8, 8),                 # columns, rows of reals.png / fakes*.png
         max_time_minutes=0.0,             # stop (with a checkpoint) after this long; 0 = no limit
         check_finite_every=4,             # iterations between non-finite-loss checks
+        metrics="",                       # metrics during training: comma list of swd, fid, is, msssim; "" = none
+        metrics_ticks=10,                 # evaluate them every this many ticks (and at the end)
+        metrics_num_images=10000,         # images per side; at most the dataset's image count
         precision="float32",              # float32 | mixed_bfloat16 | mixed_float16 | auto
         jit_compile="off",                # XLA for the step functions: off | on | auto
     )

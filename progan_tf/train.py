@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 
 from absl import app, flags, logging
@@ -28,9 +30,12 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("dataset_dir", None, "TFRecord pyramid directory (made by progan-dataset).")
 flags.DEFINE_string("result_dir", "results", "Directory that holds the run directories.")
 flags.DEFINE_string("resume", None, "Run directory (its latest checkpoint) or checkpoint prefix to continue from.")
-flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored"],
-                  "tf.distribute strategy: 'auto' mirrors over all GPUs when there are several (or over the "
-                  "--num_cpu_devices logical CPUs), else the default strategy on one device.")
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker"],
+                  "tf.distribute strategy: 'auto' is MultiWorkerMirroredStrategy when TF_CONFIG names several "
+                  "workers, MirroredStrategy over all GPUs when there are several (or over the --num_cpu_devices "
+                  "logical CPUs), else the default strategy on one device.")
+flags.DEFINE_integer("collective_timeout", 600, "Multi-worker: seconds a collective op waits for the other "
+                     "workers before failing (a lost worker then stops the cluster instead of hanging it).")
 flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical devices (to exercise "
                      "MirroredStrategy without GPUs).")
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bit-reproducible runs, slower).")
@@ -70,9 +75,23 @@ def _resume_run_dir(resume: str) -> str:
     raise app.UsageError(f"--resume: {resume} is neither a run directory nor a checkpoint in one's checkpoints/")
 
 
-def make_strategy(name: str, num_cpu_devices: int):
+def tf_config_workers() -> int:
+    """Number of chief + worker tasks that TF_CONFIG names (0 without TF_CONFIG)."""
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+    except ValueError:
+        raise app.UsageError("TF_CONFIG is not valid JSON") from None
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def make_strategy(name: str, num_cpu_devices: int, collective_timeout: int = 600):
     import tensorflow as tf
 
+    if name == "multiworker" or (name == "auto" and tf_config_workers() > 1):
+        if tf_config_workers() < 1:
+            raise app.UsageError("--strategy=multiworker needs TF_CONFIG naming the cluster (see the README)")
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     if num_cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
@@ -90,7 +109,13 @@ def main(argv):
     import tensorflow as tf
 
     from progan_tf import data as data_lib
-    from progan_tf.training import Interrupted, Trainer, TrainingError
+    from progan_tf.training import Interrupted, Trainer, TrainingError, worker_role
+
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    # Before anything else touches the TF runtime (MultiWorkerMirroredStrategy requires it).
+    strategy = make_strategy(FLAGS.strategy, FLAGS.num_cpu_devices, FLAGS.collective_timeout)
+    num_workers, is_chief = worker_role(strategy)
 
     run_dir = _resume_run_dir(FLAGS.resume) if FLAGS.resume else None
     config = FLAGS.config
@@ -114,9 +139,8 @@ def main(argv):
     except (ValueError, OSError) as e:
         raise app.UsageError(f"--dataset_dir: {e}") from None
 
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    strategy = make_strategy(FLAGS.strategy, FLAGS.num_cpu_devices)
+    if run_dir is None and not is_chief:
+        run_dir = tempfile.mkdtemp(prefix="progan-worker-run-")   # the chief alone creates the run directory
     if run_dir is None:
         run_dir = create_run_dir(FLAGS.result_dir, f"{config.desc}-{info.name}")
         with open(os.path.join(run_dir, RUN_CONFIG), "w", encoding="utf-8") as f:
@@ -124,7 +148,8 @@ def main(argv):
         with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as f:
             json.dump({"dataset_dir": os.path.abspath(dataset_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "command": sys.argv, "tensorflow": tf.__version__}, f, indent=2)
-    logging.info("Run directory: %s", run_dir)
+    logging.info("Run directory: %s%s", run_dir, "" if num_workers == 1 else
+                 f" ({num_workers} workers; this one is {'the chief' if is_chief else 'not the chief'})")
 
     try:
         trainer = Trainer(config, dataset_dir, run_dir, strategy, resume_from=FLAGS.resume)
@@ -144,7 +169,13 @@ def main(argv):
         trainer.close()
     print(f"Done: {summary['kimg']:.1f} kimg, {summary['ticks']} ticks, lod {summary['lod']:.2f} "
           f"({summary['resolution']}x{summary['resolution']}), {summary['time_s']:.0f} s, stopped by "
-          f"{summary['stopped_by']}.\nRun directory: {run_dir}\nCheckpoint: {summary['checkpoint']}")
+          f"{summary['stopped_by']}.")
+    if is_chief:
+        print(f"Run directory: {run_dir}\nCheckpoint: {summary['checkpoint']}")
+    else:
+        print("This worker is not the chief: the chief wrote the run directory and checkpoints.")
+        if not FLAGS.resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _parse_flags(argv):

@@ -22,7 +22,9 @@ import inspect
 import json
 import math
 import os
+import shutil
 import signal
+import tempfile
 import time
 from typing import Optional
 
@@ -118,6 +120,10 @@ class Trainer:
         self.run_dir = run_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.num_replicas = self.strategy.num_replicas_in_sync
+        self.num_workers, self.is_chief = worker_role(self.strategy)
+        # Only the chief writes into the run directory; other workers still take part in
+        # checkpoint saves (MultiWorkerMirroredStrategy needs every worker) but write to a scratch dir.
+        self.write_dir = run_dir if self.is_chief else tempfile.mkdtemp(prefix="progan-worker-")
         self.info = data_lib.read_dataset_info(dataset_dir)
         check_dataset_matches(config, self.info)
         try:
@@ -127,8 +133,8 @@ class Trainer:
         self.labels = data_lib.load_labels(self.info) if config.dataset.use_labels else np.zeros(
             (self.info.num_images, 0), np.float32)
         self.label_size = int(self.labels.shape[1])
-        os.makedirs(run_dir, exist_ok=True)
-        self._log_file = open(os.path.join(run_dir, "log.txt"), "a", encoding="utf-8")
+        os.makedirs(self.write_dir, exist_ok=True)
+        self._log_file = open(os.path.join(self.write_dir, "log.txt"), "a", encoding="utf-8")
         self._build_models()
         self._build_checkpoint()
         self._write_network_configs()
@@ -136,9 +142,25 @@ class Trainer:
         self._step_fns = {}
         self._gs_fns = {}
         self._stop_signal = None
-        self._summary_writer = tf.summary.create_file_writer(run_dir)
+        self._summary_writer = (tf.summary.create_file_writer(run_dir) if self.is_chief
+                                else tf.summary.create_noop_writer())
+        self._metrics = self._periodic_metrics(dataset_dir) if config.train.metrics and self.is_chief else None
 
     # --- set-up ---------------------------------------------------------------------------
+
+    def _periodic_metrics(self, dataset_dir: str):
+        """``train.metrics`` every ``train.metrics_ticks`` ticks; bad settings fail here, before training."""
+        from progan_tf.metrics.fid import ExtractorError
+        from progan_tf.metrics.runs import PeriodicMetrics
+
+        c = self.config.train
+        if int(c.metrics_ticks) < 1:
+            raise TrainingError(f"config train.metrics_ticks must be >= 1 with train.metrics={c.metrics!r}")
+        try:
+            return PeriodicMetrics(dataset_dir, c.metrics, int(c.metrics_num_images), self.run_dir,
+                                   summary_writer=self._summary_writer)
+        except (ValueError, ExtractorError) as e:
+            raise TrainingError(f"config train.metrics: {e}") from None
 
     def _build_models(self):
         g_kwargs, d_kwargs = _network_kwargs(self.config, self.info, self.label_size)
@@ -178,7 +200,7 @@ class Trainer:
 
     def _write_network_configs(self):
         """``networks.json``: what rebuilds G/Gs and D from a checkpoint without the dataset."""
-        path = os.path.join(self.run_dir, NETWORKS_FILE)
+        path = os.path.join(self.write_dir, NETWORKS_FILE)
         content = {"G": {**self.G.get_config(), "dtype": "float32"}, "D": {**self.D.get_config(), "dtype": "float32"},
                    "dataset": self.info.name, "precision": self.precision,
                    "resolution": self.info.resolution, "num_channels": self.info.channels,
@@ -194,7 +216,7 @@ class Trainer:
             tick=self.tick, iteration=self.iteration, stage_start_nimg=self.stage_start_nimg,
             stage_res=self.stage_res, prev_lod=self.prev_lod)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.run_dir, CHECKPOINT_DIR), checkpoint_name="ckpt",
+            self.checkpoint, os.path.join(self.write_dir, CHECKPOINT_DIR), checkpoint_name="ckpt",
             max_to_keep=max(1, int(self.config.train.keep_checkpoints)))
 
     def _restore(self, path: str) -> str:
@@ -350,6 +372,8 @@ class Trainer:
             self._log(f"Resuming mid-stage after {skip_images} images: reshuffling instead of skipping "
                       f"(dataset.max_resume_skip={self.config.dataset.max_resume_skip})")
             seed, skip_images = seed + 1000 * (skip_images // sched.minibatch), 0
+        if self.num_workers > 1:
+            return self._worker_dataset(sched, seed, skip_images)
         ds = data_lib.make_dataset(self.info, sched.res, sched.minibatch, shuffle_mb=self.config.dataset.shuffle_mb,
                                    seed=seed, prefetch=None)
         if skip_images:
@@ -360,6 +384,38 @@ class Trainer:
             ds = ds.map(lambda x, y: (tf.gather(x, order), tf.gather(y, order)))
         ds = ds.prefetch(tf.data.AUTOTUNE)
         return iter(self.strategy.experimental_distribute_dataset(ds))
+
+    def _worker_dataset(self, sched: Schedule, seed: int, skip_images: int):
+        """Several workers: each reads its own shard (by file, or every W-th record) in per-replica batches.
+
+        Without shuffling, worker k reads records k, k+W, ... which is exactly the strided
+        share ``x[k::R]`` one device would give replica k (one replica per worker).
+        """
+        steps_done = skip_images // sched.minibatch
+
+        def dataset_fn(ctx: tf.distribute.InputContext):
+            ds = data_lib.make_dataset(self.info, sched.res, sched.minibatch, shuffle_mb=self.config.dataset.shuffle_mb,
+                                       seed=seed, prefetch=None, input_context=ctx)
+            local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+            if steps_done:
+                ds = ds.skip(steps_done * local_replicas)
+            return ds.prefetch(tf.data.AUTOTUNE)
+
+        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+
+    def _all_agree_to_stop(self, local_stop: bool) -> bool:
+        """Whether any worker wants to stop (signal or time limit): all must stop at the same step."""
+        if self.num_workers == 1:
+            return local_stop
+        if not hasattr(self, "_stop_fn"):
+            strategy = self.strategy
+
+            @tf.function
+            def any_stop(flag):
+                per_replica = strategy.run(lambda: tf.identity(flag))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            self._stop_fn = any_stop
+        return bool(self._stop_fn(tf.constant(1.0 if local_stop else 0.0)).numpy() > 0)
 
     # --- snapshots --------------------------------------------------------------------------
 
@@ -386,7 +442,9 @@ class Trainer:
             fakes = fakes.repeat(factor, axis=1).repeat(factor, axis=2)
         return fakes
 
-    def save_fakes(self, sched: Schedule) -> str:
+    def save_fakes(self, sched: Schedule) -> Optional[str]:
+        if not self.is_chief:
+            return None
         fakes = self._generate_grid_images(sched, self._grid_latents, self._grid_labels)
         path = os.path.join(self.run_dir, f"fakes{int(self.nimg.numpy()) // 1000:06d}.png")
         images_lib.save_image_grid(path, fakes, self.config.train.grid_size)
@@ -436,7 +494,7 @@ class Trainer:
         total_nimg = int(round(c.train.total_kimg * 1000))
         self._grid_reals, self._grid_latents, self._grid_labels = self._grid_inputs()
         reals_path = os.path.join(self.run_dir, "reals.png")
-        if not os.path.exists(reals_path):
+        if self.is_chief and not os.path.exists(reals_path):
             images_lib.save_image_grid(reals_path, self._grid_reals, c.train.grid_size)
         previous_handlers = self._install_signal_handlers()
         try:
@@ -497,7 +555,8 @@ class Trainer:
 
             nimg = int(self.nimg.numpy())
             done = nimg >= total_nimg
-            stop = self._stop_signal is not None or (deadline is not None and time.time() >= deadline)
+            stop = self._all_agree_to_stop(
+                self._stop_signal is not None or (deadline is not None and time.time() >= deadline))
             if nimg >= tick_start_nimg + sched.tick_kimg * 1000 or done or stop:
                 pending = [(k, {n: float(v) for n, v in vals.items()}) for k, vals in pending]
                 self._check_finite(pending)
@@ -515,11 +574,16 @@ class Trainer:
                 tick_start_nimg, maintenance_start, stats = nimg, now, TickStats()
                 if tick % c.train.image_snapshot_ticks == 0 or done or stop:
                     self.save_fakes(sched)
+                checkpoint_name = None
                 if tick % c.train.network_snapshot_ticks == 0 or done or stop:
                     last_checkpoint = self.save_checkpoint()
+                    checkpoint_name = os.path.basename(last_checkpoint)
+                if self._metrics is not None and not stop and (tick % c.train.metrics_ticks == 0 or done):
+                    self._metrics(self.Gs, nimg / 1000, name=checkpoint_name)  # rows named like progan-metrics'
                 tick_start_time = time.time()
                 if stop and not done:
-                    stop_reason = "signal" if self._stop_signal is not None else "time limit"
+                    stop_reason = "signal" if self._stop_signal is not None else (
+                        "time limit" if deadline is not None and time.time() >= deadline else "another worker")
                     break
         progress.close()
         total_time = time.time() - start_time
@@ -529,7 +593,7 @@ class Trainer:
                    "stopped_by": stop_reason}
         self._log(f"Stopped ({stop_reason}) at kimg {summary['kimg']:.1f}, lod {sched.lod:.2f}, "
                   f"{summary['ticks']} ticks, {_format_time(total_time)}; checkpoint {last_checkpoint}")
-        with open(os.path.join(self.run_dir, "summary.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(self.write_dir, "summary.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
         if self._stop_signal is not None:
             raise Interrupted(self._stop_signal, last_checkpoint)
@@ -561,6 +625,20 @@ class Trainer:
         if getattr(self, "_log_file", None):
             self._log_file.close()
             self._log_file = None
+        if not self.is_chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+
+
+def worker_role(strategy) -> tuple[int, bool]:
+    """``(number of workers, is this the chief)`` under any tf.distribute strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return 1, True
+    cluster = resolver.cluster_spec().as_dict()
+    workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    if "chief" in cluster:
+        return workers, resolver.task_type == "chief"
+    return workers, resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def _accepted(fn, options) -> dict:

@@ -215,3 +215,22 @@ def test_unreadable_checkpoint_is_named(tmp_path):
     out = progan_train([f"--resume={tmp_path / '00000-x'}", f"--dataset_dir={DATASET}"], timeout=120)
     assert out.returncode != 0
     assert "cannot restore checkpoint" in out.stderr and "ckpt-8" in out.stderr, out.stderr[-2000:]
+
+
+def test_metrics_during_training(tmp_path):
+    import shutil
+    dataset = tmp_path / "fmnist100"
+    shutil.copytree(DATASET, dataset)                       # the real-statistics cache is written next to it
+    config = tiny_config(**{"train.total_kimg": 0.45, "train.metrics": "swd", "train.metrics_ticks": 1,
+                            "train.metrics_num_images": 50})
+    trainer = Trainer(config, str(dataset), str(tmp_path / "run"))
+    trainer.run()
+    trainer.close()
+    rows = [line.split() for line in open(tmp_path / "run" / "metric-swd.txt") if not line.startswith("Snapshot")]
+    ticks = [line for line in open(tmp_path / "run" / "log.txt") if line.startswith("tick ")]
+    assert len(rows) == len(ticks) == 3
+    checkpoints = {os.path.basename(p)[:-len(".index")] for p in glob.glob(str(tmp_path / "run" / "checkpoints" / "*.index"))}
+    assert {row[0] for row in rows} & checkpoints                # snapshot ticks are named like the checkpoints
+    assert all(float(row[-1]) > 0 for row in rows)              # SWD x1e3 average of fakes vs reals
+    with pytest.raises(TrainingError, match="train.metrics"):
+        Trainer(tiny_config(**{"train.metrics": "swd,bogus"}), str(dataset), str(tmp_path / "run2"))
