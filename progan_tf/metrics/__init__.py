@@ -9,5 +9,7 @@ Modules (import the one you need; only `fid` and `inception_score` load TensorFl
 * `ms_ssim`: multi-scale SSIM over random pairs of a set.
 * `cache`: on-disk cache of real-image statistics.
 * `evaluate`: image sources (dataset slices, generator functions) and the `Evaluator` the CLI runs.
+* `generators`: fakes from checkpoints, run directories and SavedModels (seeded latents and labels).
+* `runs`: evaluating every checkpoint of a run, metric-<name>.txt and TensorBoard logs, `PeriodicMetrics`.
 * `cli`: the `progan-metrics` command.
 """

@@ -2,8 +2,8 @@
 
 An `ImageSource` is anything that can stream images: a dataset directory (or
 a slice of it, e.g. the second half) or a generator function
-``generate(num_images, batch_size) -> iterable of uint8 NHWC batches`` (the
-trainer's loaders will provide those). Dataset sources are cached; generator
+``generate(num_images, batch_size) -> iterable of uint8 NHWC batches`` (see
+`generators` for those of trained models). Dataset sources are cached; generator
 sources never are.
 
 Result keys: ``SWDx1e3_<res>`` ... ``SWDx1e3_avg`` and ``FID`` compare the two
@@ -151,6 +151,14 @@ class Evaluator:
                 raise fid.ExtractorError(f"--feature_extractor not found: {path}")
             self._extractors["custom"] = ex
         return self._extractors["custom"]
+
+    def prepare(self) -> None:
+        """Builds the feature extractors the chosen metrics need now (e.g. before training starts),
+        so missing Inception weights fail early with `fid.ExtractorError` rather than hours later."""
+        if "fid" in self.metrics:
+            self._fid_extractor()
+        if "is" in self.metrics:
+            self._inception(with_probs=True)
 
     # -- helpers
 
