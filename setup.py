@@ -33,6 +33,8 @@ setup(
             "progan-metrics=progan_tf.metrics.cli:run",
             "progan-train=progan_tf.train:run",
             "progan-bench=progan_tf.bench:run",
+            "progan-export=progan_tf.export:run",
+            "progan-generate=progan_tf.generate:run",
         ],
     },
     license="Apache-2.0",
