@@ -32,6 +32,8 @@ import numpy as np
 import PIL.Image
 from absl import app, flags, logging
 
+from progan_tf import toolflags
+
 # --------------------------------------------------------------------------------------
 # Flags (shared by all sub-commands; `progan-dataset <command> --help` lists the ones
 # each command uses). They live in their own FlagValues, not absl's global FLAGS, so
@@ -1249,26 +1251,14 @@ def main(argv: Sequence[str]) -> int:
     return int(result or 0)
 
 
-def parse_flags(argv: Sequence[str]) -> List[str]:
-    """Parses this tool's flags (then absl's own, e.g. --verbosity, from the global
-    FLAGS); returns argv[0] and the positional arguments. Exits 2 on a bad flag."""
-    try:
-        rest = FLAGS(list(argv), known_only=True)
-        return flags.FLAGS(rest)
-    except flags.Error as e:
-        print(f"progan-dataset: error: {e}", file=sys.stderr)
-        sys.exit(2)
+def parse_flags(argv):
+    """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
+    return toolflags.parse("progan-dataset", FLAGS, argv)
 
 
-def cli(argv: Sequence[str]) -> int:
-    """Parses flags from argv (starting from the defaults) and runs main; for tests
-    and embedding."""
-    FLAGS.unparse_flags()
-    try:
-        remaining = parse_flags(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return main(remaining)
+def cli(argv) -> int:
+    """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
+    return toolflags.run_cli("progan-dataset", FLAGS, main, argv)
 
 
 def _help_requested(argv: Sequence[str]) -> Optional[str]:

@@ -43,6 +43,8 @@ from typing import Optional, Sequence
 
 from absl import app, flags, logging
 
+from progan_tf import toolflags
+
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 flags.DEFINE_integer("resolution", None, "Output resolution in pixels, a power of two from 4 up to the model's "
                      "resolution (default: the highest resolution training had reached at the checkpoint).",
@@ -462,23 +464,12 @@ def main(argv) -> int:
 
 def parse_flags(argv):
     """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
-    try:
-        rest = FLAGS(list(argv), known_only=True)
-        return flags.FLAGS(rest)
-    except flags.Error as e:
-        print(f"progan-export: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return toolflags.parse("progan-export", FLAGS, argv)
 
 
 def cli(argv) -> int:
-    """Parses ``argv`` from the defaults and runs :func:`main` (for tests and embedding)."""
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(list(argv))
-    except flags.Error as e:
-        print(f"progan-export: error: {e}", file=sys.stderr)
-        return 2
-    return main(rest)
+    """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
+    return toolflags.run_cli("progan-export", FLAGS, main, argv)
 
 
 def run():

@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from progan_tf import images as images_lib
+from progan_tf import toolflags
 
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 _d = dict(flag_values=FLAGS)
@@ -510,23 +511,13 @@ def main(argv) -> int:
 
 
 def parse_flags(argv):
-    try:
-        rest = FLAGS(list(argv), known_only=True)
-        return flags.FLAGS(rest)
-    except flags.Error as e:
-        print(f"progan-generate: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
+    return toolflags.parse("progan-generate", FLAGS, argv)
 
 
 def cli(argv) -> int:
-    """Parses ``argv`` from the defaults and runs :func:`main` (for tests and embedding)."""
-    FLAGS.unparse_flags()
-    try:
-        rest = FLAGS(list(argv))
-    except flags.Error as e:
-        print(f"progan-generate: error: {e}", file=sys.stderr)
-        return 2
-    return main(rest)
+    """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
+    return toolflags.run_cli("progan-generate", FLAGS, main, argv)
 
 
 def run():

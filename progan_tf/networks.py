@@ -79,6 +79,15 @@ class _GrowingNetwork(keras.Model):
                              f"network, got {res!r}")
         return int(res)
 
+    def _per_stage(self, layer_at):
+        """``[None, None, layer_at(4), layer_at(8), ...]``: indexed by log2 of the stage's resolution."""
+        return [None, None] + [layer_at(2 ** r) for r in range(2, self.resolution_log2 + 1)]
+
+    @property
+    def convs(self):
+        """``convs[r]``: the 3x3 convs of the block at 2**r pixels (entries 0 and 1 are None)."""
+        return self._per_stage(lambda size: [getattr(self, f"conv{k}_{size}x{size}") for k in range(1 if size == 4 else 2)])
+
     def active_variables(self, res=None):
         """Trainable variables a stage's forward pass can touch (its blocks, the
         current and the previous toRGB/fromRGB), in the model's variable order."""
@@ -129,15 +138,9 @@ class Generator(_GrowingNetwork):
         self._build_all()
 
     @property
-    def convs(self):
-        """``convs[r]``: the 3x3 convs of the block at 2**r pixels (entries 0 and 1 are None)."""
-        return [None, None] + [[getattr(self, f"conv{k}_{2 ** r}x{2 ** r}") for k in range(1 if r == 2 else 2)]
-                               for r in range(2, self.resolution_log2 + 1)]
-
-    @property
     def to_rgb(self):
         """``to_rgb[r]``: the 1x1 output conv at 2**r pixels (entries 0 and 1 are None)."""
-        return [None, None] + [getattr(self, f"to_rgb_{2 ** r}x{2 ** r}") for r in range(2, self.resolution_log2 + 1)]
+        return self._per_stage(lambda size: getattr(self, f"to_rgb_{size}x{size}"))
 
     def _build_all(self):
         in_dim = self.latent_size + self.label_size
@@ -238,15 +241,9 @@ class Discriminator(_GrowingNetwork):
         self._build_all()
 
     @property
-    def convs(self):
-        """``convs[r]``: the 3x3 convs of the block at 2**r pixels (entries 0 and 1 are None)."""
-        return [None, None] + [[getattr(self, f"conv{k}_{2 ** r}x{2 ** r}") for k in range(1 if r == 2 else 2)]
-                               for r in range(2, self.resolution_log2 + 1)]
-
-    @property
     def from_rgb(self):
         """``from_rgb[r]``: the 1x1 input conv at 2**r pixels (entries 0 and 1 are None)."""
-        return [None, None] + [getattr(self, f"from_rgb_{2 ** r}x{2 ** r}") for r in range(2, self.resolution_log2 + 1)]
+        return self._per_stage(lambda size: getattr(self, f"from_rgb_{size}x{size}"))
 
     def _build_all(self):
         convs, from_rgb = self.convs, self.from_rgb

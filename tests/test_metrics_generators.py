@@ -446,5 +446,5 @@ def test_saved_model_without_dataset_and_usage_errors(tmp_path, dataset, capsys)
         run_cli("--metrics=swd", path, path)
     with pytest.raises(cli.app.UsageError, match="drop them to evaluate"):
         run_cli("--reals_only", "--split_halves", f"--dataset_dir={dataset}", path)
-    assert run_cli("--metrics=swd", f"--num_images=101", f"--dataset_dir={dataset}", path) == 1
+    assert run_cli("--metrics=swd", "--num_images=101", f"--dataset_dir={dataset}", path) == 1
     assert "fewer than --num_images=101" in capsys.readouterr().err

@@ -29,9 +29,11 @@ import functools
 import os
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 from absl import app, flags, logging
+
+from progan_tf import toolflags
 
 # Own FlagValues, not absl's global FLAGS, so importing this module next to
 # other CLIs (train, dataset tool) cannot clash on flag names like --dataset_dir.
@@ -218,20 +220,14 @@ def main(argv: List[str]) -> Optional[int]:
         return 1
 
 
-def parse_flags(argv: Sequence[str]) -> List[str]:
-    """Parses this tool's flags, then absl's own (e.g. --verbosity); returns argv[0] and positionals."""
-    try:
-        rest = FLAGS(list(argv), known_only=True)
-        return flags.FLAGS(rest)
-    except flags.Error as e:
-        print(f"progan-metrics: error: {e}", file=sys.stderr)
-        sys.exit(2)
+def parse_flags(argv):
+    """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
+    return toolflags.parse("progan-metrics", FLAGS, argv)
 
 
-def cli(argv: Sequence[str]) -> int:
-    """Parses `argv` from the flag defaults and runs main (for tests and embedding)."""
-    FLAGS.unparse_flags()
-    return main(parse_flags(argv))
+def cli(argv) -> int:
+    """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
+    return toolflags.run_cli("progan-metrics", FLAGS, main, argv)
 
 
 def run():
