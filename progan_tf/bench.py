@@ -25,7 +25,7 @@ flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config (BENCHMARK
 flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).")
 flags.DEFINE_list("figures", ["train_stable_img_s", "train_fade_img_s", "gen_img_s", "train_gflop_s",
-                              "data_img_s"], "Figures to measure.")
+                              "data_img_s", "swd_img_s"], "Figures to measure.")
 flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.")
 flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.")
 
@@ -240,7 +240,23 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
             results.append(figure("data_img_s", timed(lambda: next(ds)[0].numpy(), seconds, repeats, minibatch),
                                   "img/s", **context))
         trainer.close()
+    if "swd_img_s" in figures:
+        results.append(figure("swd_img_s", swd_rate(seconds, repeats), "img/s per side", resolution=32,
+                              channels=3, **context))
     return results
+
+
+def swd_rate(seconds: float, repeats: int, num_images: int = 2048):
+    """Images per second (per side) through SWD descriptor extraction and distance, 32x32 RGB,
+    the paper's settings (128 neighbourhoods per image and level, 4 x 128 directions)."""
+    import numpy as np
+
+    from progan_tf.metrics.swd import swd
+
+    rng = np.random.RandomState(0)
+    a = rng.randint(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
+    b = rng.randint(0, 256, (num_images, 32, 32, 3), dtype=np.uint8)
+    return timed(lambda: swd([a], [b], num_images), seconds, repeats, num_images)
 
 
 def main(argv):

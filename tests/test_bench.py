@@ -36,3 +36,9 @@ def test_cli_prints_one_json_object_per_figure():
     for r in lines:
         assert {"name", "median", "min", "max", "unit", "tensorflow", "threads", "xla", "precision"} <= r.keys()
         assert 0 < r["min"] <= r["median"] <= r["max"] and r["unit"] == "img/s"
+
+
+def test_swd_rate_counts_images_per_side():
+    from progan_tf.bench import swd_rate
+    rates = swd_rate(seconds=0.01, repeats=2, num_images=64)
+    assert len(rates) == 2 and all(r > 0 for r in rates)
