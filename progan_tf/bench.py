@@ -187,7 +187,8 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
         trainer = Trainer(config, dataset, os.path.join(tmp, "run"))
         context = {"config": name, "tensorflow": tf.__version__, "threads": os.cpu_count(),
                    "devices": [d.name for d in tf.config.list_logical_devices()], "xla": trainer.jit_compile,
-                   "precision": trainer.precision, "cpu": cpu_model(), **cpu_flags()}
+                   "precision": trainer.precision, "cpu": cpu_model(), **cpu_flags(),
+                   "gpus": len(tf.config.list_physical_devices("GPU"))}
         res = trainer.info.resolution_log2
         d_step, g_step = trainer.step_functions(res, minibatch)
 

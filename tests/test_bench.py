@@ -34,7 +34,8 @@ def test_cli_prints_one_json_object_per_figure():
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["name"] for r in lines] == ["gen_img_s", "data_img_s"]
     for r in lines:
-        assert {"name", "median", "min", "max", "unit", "tensorflow", "threads", "xla", "precision"} <= r.keys()
+        assert {"name", "median", "min", "max", "unit", "tensorflow", "threads", "xla", "precision", "cpu",
+                "amx_bf16", "avx512_bf16", "gpus"} <= r.keys()
         assert 0 < r["min"] <= r["median"] <= r["max"] and r["unit"] == "img/s"
 
 
