@@ -112,9 +112,9 @@ def test_output_file_gets_one_line_per_evaluation(fmnist, tmp_path, capsys):
         assert run_cli("--reals_only", "--split_halves", f"--dataset_dir={fmnist}", "--num_images=20",
                        f"--output={out}", f"--label={label}") == 0
     lines = open(out).read().splitlines()
-    assert lines[0].split()[:5] == ["Snapshot", "Time_eval", "SWDx1e3_32", "SWDx1e3_16", "SWDx1e3_avg"]
-    assert [line.split()[0] for line in lines[1:]] == ["first", "second"]
-    assert lines[1].split()[2:] == lines[2].split()[2:]  # same numbers, second time from the cache
+    assert lines[0].split() == ["Snapshot", "kimg", "Images", "Time_eval", "SWDx1e3_32", "SWDx1e3_16", "SWDx1e3_avg"]
+    assert [line.split()[:3] for line in lines[1:]] == [["first", "-", "20"], ["second", "-", "20"]]
+    assert lines[1].split()[4:] == lines[2].split()[4:]  # same numbers, second time from the cache
     assert run_cli("--reals_only", "--split_halves", f"--dataset_dir={fmnist}", "--num_images=20",
                    "--metrics=swd,msssim", f"--output={out}") == 1  # other columns: refused
     assert len(open(out).read().splitlines()) == 3

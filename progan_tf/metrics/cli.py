@@ -119,23 +119,6 @@ def format_table(result: Dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def append_output(path: str, label: str, seconds: float, result: Dict[str, float]) -> None:
-    """One line per evaluation; a header line first when the file is new (as the original's metric-*.txt)."""
-    names = list(result)
-    header = f"{'Snapshot':<40}{'Time_eval':<12}" + "".join(f"{n:<16}" for n in names)
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    if not new:
-        with open(path) as f:
-            existing = f.readline().split()
-        if existing != header.split():
-            raise ValueError(f"{path} has columns {existing[2:]}, this evaluation {names}; "
-                             "use another --output file for this set of metrics")
-    with open(path, "a") as f:
-        if new:
-            f.write(header + "\n")
-        f.write(f"{label:<40}{seconds:<12.1f}" + "".join(f"{result[n]:<16.4f}" for n in names) + "\n")
-
-
 def _evaluate_datasets(evaluator, cache_for) -> int:
     """--reals_only: one dataset (slice) against another."""
     reference, evaluated = _sources(cache_for)
@@ -145,7 +128,9 @@ def _evaluate_datasets(evaluator, cache_for) -> int:
     print(f"{reference.label} vs {evaluated.label}, {FLAGS.num_images} images each, {seconds:.1f} s")
     print(format_table(result))
     if FLAGS.output:
-        append_output(FLAGS.output, FLAGS.label or evaluated.label, seconds, result)
+        from progan_tf.metrics import runs
+        runs.append_metric_line(FLAGS.output, FLAGS.label or evaluated.label, None, FLAGS.num_images, seconds,
+                                result)
     return 0
 
 

@@ -46,7 +46,7 @@ def append_metric_line(path: str, name: str, kimg: Optional[float], num_images: 
             existing = f.readline().split()
         if existing != header.split():
             raise ValueError(f"{path} has columns {existing[4:]}, this evaluation {columns}; "
-                             "move the file away or write elsewhere with --output_dir")
+                             "move the file away or write to another one")
     kimg_text = "-" if kimg is None else f"{kimg:.1f}"
     line = (f"{name:<24}{kimg_text:<10}{num_images:<10}{seconds:<12.1f}"
             + "".join(f"{v:<16.4f}" for v in values.values()))
