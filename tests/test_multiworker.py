@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import tensorflow as tf
 
 from conftest import REPO
-from test_training import DATASET, checkpoint_values, cli_flags
+from test_training import DATASET, assert_same_training, checkpoint_values, cli_flags
 
 FLAGS = cli_flags(**{"dataset.shuffle_mb": 0, "train.mirror_augment": False}) + ["--deterministic"]
 
@@ -63,9 +62,7 @@ def test_two_workers_match_one_worker_and_only_the_chief_writes(tmp_path):
     assert names(runs[0]) == names(glob.glob(str(tmp_path / "one" / "*"))[0])   # ... holding what one worker writes
     a = checkpoint_values(tf.train.latest_checkpoint(os.path.join(runs[0], "checkpoints")))
     b = checkpoint_values(tf.train.latest_checkpoint(glob.glob(str(tmp_path / "one" / "*" / "checkpoints"))[0]))
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    assert_same_training(a, b)
 
 
 def test_a_killed_worker_restarts_and_the_cluster_finishes_from_the_last_checkpoint(tmp_path):
