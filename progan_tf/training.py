@@ -307,14 +307,8 @@ class Trainer:
             if scales_penalty:
                 extra["gradient_scale"] = self.D_opt.dynamic_scale
             labels = labels if self.label_size else None
-            with tf.GradientTape() as tape:
-                loss, stats = self.loss.d_loss(self.G, self.D, z, x, labels, res=res, alpha=alpha,
-                                               **d_opts, **extra)
-                total = tf.reduce_sum(loss) / minibatch
-                if self.loss_scaling:
-                    total = self.D_opt.scale_loss(total)
-            grads = tape.gradient(total, D_vars)
-            self.D_opt.apply(grads, D_vars)
+            loss, stats = self._minimize(self.D_opt, D_vars, minibatch, lambda: self.loss.d_loss(
+                self.G, self.D, z, x, labels, res=res, alpha=alpha, **d_opts, **extra))
             return _sums({"Loss/D": loss, **{f"Loss/{k}": v for k, v in stats.items()}}, minibatch)
 
         def g_replica(alpha, iteration):
@@ -326,13 +320,8 @@ class Trainer:
                 picks = tf.random.stateless_uniform([minibatch], self._seed(_RNG_G_LABELS, iteration),
                                                     maxval=self.info.num_images, dtype=tf.int32)
                 fake_labels = tf.gather(all_labels, tf.gather(picks, idx))
-            with tf.GradientTape() as tape:
-                loss, stats = self.loss.g_loss(self.G, self.D, z, fake_labels, res=res, alpha=alpha, **g_opts)
-                total = tf.reduce_sum(loss) / minibatch
-                if self.loss_scaling:
-                    total = self.G_opt.scale_loss(total)
-            grads = tape.gradient(total, G_vars)
-            self.G_opt.apply(grads, G_vars)
+            loss, stats = self._minimize(self.G_opt, G_vars, minibatch, lambda: self.loss.g_loss(
+                self.G, self.D, z, fake_labels, res=res, alpha=alpha, **g_opts))
             return _sums({"Loss/G": loss, **{f"Loss/G_{k}": v for k, v in stats.items()}}, minibatch)
 
         strategy = self.strategy
@@ -352,6 +341,20 @@ class Trainer:
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in sums.items()}
 
         return d_step, g_step
+
+    def _minimize(self, optimizer, variables, global_batch: int, loss_fn):
+        """One optimizer step on this replica's share of ``loss_fn()``'s per-sample losses.
+
+        The sum is divided by the *global* batch (Keras optimizers sum gradients over replicas);
+        under float16 the loss is scaled and the loss-scale optimizer unscales and skips overflows.
+        """
+        with tf.GradientTape() as tape:
+            loss, stats = loss_fn()
+            total = tf.reduce_sum(loss) / global_batch
+            if self.loss_scaling:
+                total = optimizer.scale_loss(total)
+        optimizer.apply(tape.gradient(total, variables), variables)
+        return loss, stats
 
     def step_functions(self, res: int, minibatch: int):
         key = (res, minibatch)

@@ -19,6 +19,22 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def count_reads(monkeypatch):
+    """Records every call of ``progan_tf.data.iterate_images`` (to show a cache was used instead)."""
+    from progan_tf import data
+
+    calls = []
+    original = data.iterate_images
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(data, "iterate_images", counting)
+    return calls
+
+
 def np_conv2d_same(x, w):
     """Reference stride-1 'SAME' convolution, NHWC input, HWIO kernel (odd kernel size)."""
     k = w.shape[0]

@@ -47,19 +47,6 @@ def parse_table(text):
     return values
 
 
-@pytest.fixture
-def count_reads(monkeypatch):
-    calls = []
-    original = data.iterate_images
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(data, "iterate_images", counting)
-    return calls
-
-
 def test_split_halves_values_and_cache_reuse(fmnist, capsys, count_reads):
     args = ["--reals_only", "--split_halves", f"--dataset_dir={fmnist}", "--metrics=swd,msssim",
             "--num_images=50", "--batch_size=16", "--seed=3"]

@@ -62,19 +62,6 @@ def run_dir(trained_run, tmp_path):
     return path
 
 
-@pytest.fixture
-def count_reads(monkeypatch):
-    calls = []
-    original = data.iterate_images
-
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(data, "iterate_images", counting)
-    return calls
-
-
 def run_cli(*args):
     return cli.cli(["progan-metrics", *args])
 
