@@ -43,3 +43,33 @@ def test_swd_rate_counts_images_per_side():
     from progan_tf.bench import swd_rate
     rates = swd_rate(seconds=0.01, repeats=2, num_images=64)
     assert len(rates) == 2 and all(r > 0 for r in rates)
+
+
+def _ops_feeding(graph_outputs):
+    """Types of the ops the given tensors depend on (what survives dead-code pruning)."""
+    seen, stack, types = set(), [t.op for t in graph_outputs], []
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        types.append(op.type)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return types
+
+
+def test_conv_rate_step_runs_every_conv_it_counts():
+    """The reference rate counts forward, input-gradient and weight-gradient convs; each
+    must feed the result, or grappler prunes it and the rate comes out too high."""
+    from progan_tf.bench import conv_flops, conv_rate_step
+    G = Generator(**B32)
+    step, flops = conv_rate_step(G, minibatch=4)
+    graph = step.get_concrete_function().graph
+    types = _ops_feeding(graph.outputs)
+    n = sum(len(G.convs[r]) for r in range(3, 6))                  # 8x8, 16x16 and 32x32: 2 convs each
+    assert n == 6
+    assert types.count("Conv2D") == n
+    assert types.count("Conv2DBackpropInput") == n
+    assert types.count("Conv2DBackpropFilter") == n
+    assert flops == 3 * 4 * sum(conv_flops(c, 2 ** r) for r in range(3, 6) for c in G.convs[r])
