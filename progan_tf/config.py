@@ -38,6 +38,9 @@ def default_config() -> ml_collections.ConfigDict:
         metrics="",                       # metrics during training: comma list of swd, fid, is, msssim; "" = none
         metrics_ticks=10,                 # evaluate them every this many ticks (and at the end)
         metrics_num_images=10000,         # images per side; at most the dataset's image count
+        metrics_inception_weights="imagenet",  # FID/IS InceptionV3 weights: imagenet (Keras download) or a local .h5
+        metrics_feature_extractor="",     # FID features from this SavedModel dir or .keras/.h5 model instead
+        metrics_extractor_output="",      # its output key (SavedModel) or layer name (Keras); "" = the only one
         precision="float32",              # float32 | mixed_bfloat16 | mixed_float16 | auto
         jit_compile="off",                # XLA for the step functions: off | on | auto
     )

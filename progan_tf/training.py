@@ -153,12 +153,21 @@ class Trainer:
         from progan_tf.metrics.fid import ExtractorError
         from progan_tf.metrics.runs import PeriodicMetrics
 
+        from progan_tf.metrics.evaluate import ExtractorOptions
+
         c = self.config.train
         if int(c.metrics_ticks) < 1:
             raise TrainingError(f"config train.metrics_ticks must be >= 1 with train.metrics={c.metrics!r}")
+        for field in ("metrics_feature_extractor", "metrics_inception_weights"):
+            path = c.get(field) or ""
+            if path and path != "imagenet" and not os.path.exists(path):
+                raise TrainingError(f"config train.{field}: not found: {path}")
+        options = ExtractorOptions(inception_weights=c.get("metrics_inception_weights") or "imagenet",
+                                   feature_extractor=c.get("metrics_feature_extractor") or None,
+                                   extractor_output=c.get("metrics_extractor_output") or None)
         try:
             return PeriodicMetrics(dataset_dir, c.metrics, int(c.metrics_num_images), self.run_dir,
-                                   summary_writer=self._summary_writer)
+                                   extractor_options=options, summary_writer=self._summary_writer)
         except (ValueError, ExtractorError) as e:
             raise TrainingError(f"config train.metrics: {e}") from None
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -247,3 +248,25 @@ def test_metrics_during_training(tmp_path):
     assert all(float(row[-1]) > 0 for row in rows)              # SWD x1e3 average of fakes vs reals
     with pytest.raises(TrainingError, match="train.metrics"):
         Trainer(tiny_config(**{"train.metrics": "swd,bogus"}), str(dataset), str(tmp_path / "run2"))
+
+
+def test_fid_during_training_with_a_local_feature_extractor(tmp_path):
+    """Offline users point FID at their own extractor (no InceptionV3 download)."""
+    import shutil
+    dataset = tmp_path / "fmnist100"
+    shutil.copytree(DATASET, dataset)
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(6, 3, strides=2, activation="relu")(inputs))
+    extractor = str(tmp_path / "extractor.keras")
+    keras.Model(inputs, outputs).save(extractor)
+    config = tiny_config(**{"train.total_kimg": 0.3, "train.metrics": "fid", "train.metrics_ticks": 1,
+                            "train.metrics_num_images": 50, "train.metrics_feature_extractor": extractor})
+    trainer = Trainer(config, str(dataset), str(tmp_path / "run"))
+    trainer.run()
+    trainer.close()
+    rows = [line.split() for line in open(tmp_path / "run" / "metric-fid.txt") if not line.startswith("Snapshot")]
+    assert len(rows) == 2 and all(float(row[-1]) > 0 for row in rows)
+    for field in ("metrics_feature_extractor", "metrics_inception_weights"):
+        bad = tiny_config(**{"train.metrics": "fid", f"train.{field}": str(tmp_path / "missing.h5")})
+        with pytest.raises(TrainingError, match=f"train.{field}: not found: .*missing.h5"):
+            Trainer(bad, str(dataset), str(tmp_path / f"run-{field}"))
