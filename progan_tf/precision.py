@@ -2,7 +2,7 @@
 
 ``auto`` picks from the hardware found: bfloat16 on TPUs and on CPUs with
 AMX (where oneDNN runs bfloat16 convolutions several times faster, SPEC.md
-section 7) or AVX512_BF16 (measured 1.8x on B32), float16 on GPUs with tensor cores (compute capability 7.0+), and
+section 7) or AVX512_BF16 (B32 measured 1.7x faster), float16 on GPUs with tensor cores (compute capability 7.0+), and
 float32 everywhere else. XLA is on for GPUs and TPUs and off on CPUs, where it
 was measured slower (it does not reach the oneDNN kernels).
 """
@@ -59,7 +59,7 @@ def resolve_precision(name: str, hw: dict | None = None) -> tuple[str, str]:
     if hw["amx_bf16"]:
         return "mixed_bfloat16", "CPU with AMX-BF16 found"
     if hw["avx512_bf16"]:
-        return "mixed_bfloat16", "CPU with AVX512_BF16 found (B32 measured 1.8x faster than float32 on one)"
+        return "mixed_bfloat16", "CPU with AVX512_BF16 found (B32 measured 1.7x faster than float32 on one)"
     return "float32", "CPU without bfloat16 instructions"
 
 
