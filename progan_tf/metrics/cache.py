@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Callable, Dict, Optional
+from typing import Dict, Optional
 
 import numpy as np
 from absl import logging
@@ -87,11 +87,3 @@ class StatsCache:
                 logging.info("metrics cache: %s was written by another process", key)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-    def get_or_compute(self, key: str, compute: Callable[[], Arrays], meta: Optional[dict] = None) -> Arrays:
-        """Cached arrays for `key`, computing and storing them on a miss."""
-        arrays = self.load(key)
-        if arrays is None:
-            arrays = compute()
-            self.save(key, arrays, meta)
-        return arrays

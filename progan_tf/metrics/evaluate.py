@@ -4,7 +4,8 @@ An `ImageSource` is anything that can stream images: a dataset directory (or
 a slice of it, e.g. the second half) or a generator function
 ``generate(num_images, batch_size) -> iterable of uint8 NHWC batches`` (see
 `generators` for those of trained models). Dataset sources are cached; generator
-sources never are.
+sources never are. All metrics share one pass over each source (`Evaluator.statistics`):
+a generator's fakes are made once however many metrics are asked for.
 
 Result keys: ``SWDx1e3_<res>`` ... ``SWDx1e3_avg`` and ``FID`` compare the two
 sets; ``IS``/``IS_std`` and ``MS-SSIM`` describe the evaluated set and
@@ -160,7 +161,7 @@ class Evaluator:
         if "is" in self.metrics:
             self._inception(with_probs=True)
 
-    # -- helpers
+    # -- one pass over a source feeds every metric still missing
 
     def _stream(self, source: ImageSource, desc: str):
         stream = source.open(self.num_images, self.batch_size)
@@ -173,105 +174,155 @@ class Evaluator:
         return cache_lib.cache_key(metric, source.cache_id, source.resolution, self.num_images,
                                    extractor_id, source.offset)
 
-    def _cached(self, metric: str, extractor_id: str, source: ImageSource, compute):
-        key = self._key(metric, extractor_id, source)
-        return compute() if key is None else source.cache.get_or_compute(key, compute)
+    def _consumers(self):
+        """``(metrics, statistic id, make consumer)`` for every statistic the chosen metrics need.
 
-    # -- metrics
-
-    def _swd_levels(self, source: ImageSource):
-        def compute():
-            levels = swd.compute_descriptors(self._stream(source, "SWD"), self.num_images, self.seed,
-                                             progress=None)
-            return levels_to_arrays(levels)
-        extractor_id = f"nh{swd.NHOODS_PER_IMAGE}-seed{self.seed}"
-        return levels_from_arrays(self._cached("swd", extractor_id, source, compute))
-
-    def _extractor_pass(self, source: ImageSource, extractor, metrics: Sequence[str]):
-        """Runs `extractor` over a source once, for FID statistics and/or Inception-score arrays."""
-        from progan_tf.metrics import fid
-        from progan_tf.metrics import inception_score as is_lib
-
-        sinks = {}
-        if "fid" in metrics:
-            stats = fid.GaussianStats()
-            sinks["features"] = stats.update
-        if "is" in metrics:
-            acc = is_lib.InceptionScoreAccumulator(self.num_images)
-            sinks["probs"] = acc.update
-        fid.run_extractor(self._stream(source, extractor.name), self.num_images, extractor, sinks)
-        out = {}
-        if "fid" in metrics:
-            out["fid"] = {"mean": stats.mean, "cov": stats.cov, "count": np.array(stats.count)}
-        if "is" in metrics:
-            out["is"] = {"score": np.array(acc.result())}
-        return out
-
-    def _extractor_outputs(self, source: ImageSource, want_fid: bool, want_is: bool):
-        """FID statistics and Inception-score arrays of a source: cached, or one pass per extractor."""
-        groups = []  # (extractor, [metrics]); FID and IS share Inception when both use it
-        if want_fid:
+        FID and IS share one consumer when both use Inception (one pass of the
+        network with the top); each statistic is cached under its own key.
+        """
+        plan = []
+        if "swd" in self.metrics:
+            plan.append((["swd"], f"nh{swd.NHOODS_PER_IMAGE}-seed{self.seed}",
+                         lambda: _SWDConsumer(self.num_images, self.seed)))
+        groups = []  # (extractor, [metrics])
+        if "fid" in self.metrics:
             groups.append((self._fid_extractor(), ["fid"]))
-        if want_is:
+        if "is" in self.metrics:
             inception = self._inception(with_probs=True)
             if groups and groups[0][0] is inception:
                 groups[0][1].append("is")
             else:
                 groups.append((inception, ["is"]))
-        results = {}
         for extractor, metrics in groups:
-            keys = {m: self._key(m, extractor.name, source) for m in metrics}
-            for m, key in keys.items():
-                if key is not None:
-                    cached = source.cache.load(key)
-                    if cached is not None:
-                        results[m] = cached
-            missing = [m for m in metrics if m not in results]
+            plan.append((metrics, extractor.name,
+                         lambda e=extractor, m=tuple(metrics): _ExtractorConsumer(e, m, self.num_images)))
+        if "msssim" in self.metrics:
+            plan.append((["msssim"], f"seed{self.seed}", lambda: _MSSSIMConsumer(self.seed)))
+        return plan
+
+    def statistics(self, source: ImageSource) -> Dict[str, Dict[str, np.ndarray]]:
+        """Per-metric statistics of a source (``{"swd": ..., "fid": ..., "is": ..., "msssim": ...}``).
+
+        Cached statistics are loaded; everything else comes from a single pass
+        over the source's images, so a generator's fakes are made once for all
+        metrics and a dataset is read once.
+        """
+        results, consumers, keys = {}, [], {}
+        for metrics, statistic_id, make in self._consumers():
+            missing = []
+            for m in metrics:
+                keys[m] = self._key(m, statistic_id, source)
+                cached = source.cache.load(keys[m]) if keys[m] is not None else None
+                if cached is None:
+                    missing.append(m)
+                else:
+                    results[m] = cached
             if missing:
-                computed = self._extractor_pass(source, extractor, missing)
-                for m in missing:
+                consumers.append(make())
+        if consumers:
+            start = time.time()
+            names = "+".join(c.name for c in consumers)
+            for batch in self._stream(source, names):
+                for consumer in consumers:
+                    consumer.add(batch)
+            for consumer in consumers:
+                for m, arrays in consumer.results().items():
+                    if m in results:
+                        continue   # cached already (FID and IS share a pass, one may be cached)
+                    results[m] = arrays
                     if keys[m] is not None:
-                        source.cache.save(keys[m], computed[m])
-                results.update(computed)
+                        source.cache.save(keys[m], arrays)
+            logging.info("%s of %s took %.1f s", names, source.label, time.time() - start)
         return results
 
-    def _msssim(self, source: ImageSource) -> float:
-        from progan_tf.metrics import ms_ssim
-
-        def compute():
-            value = ms_ssim.ms_ssim(self._stream(source, "MS-SSIM"), self.num_images, self.seed, progress=None)
-            return {"value": np.array(value)}
-        return float(self._cached("msssim", f"seed{self.seed}", source, compute)["value"])
+    # -- metrics
 
     def evaluate(self, reference: ImageSource, evaluated: ImageSource) -> Dict[str, float]:
         """All chosen metrics between `reference` (e.g. reals) and `evaluated` (e.g. fakes)."""
         from progan_tf.metrics import fid
 
-        result = {}
         for source in (reference, evaluated):
             if source.available is not None and source.available < self.num_images:
                 raise ValueError(f"{source.label} has {source.available} images, fewer than "
                                  f"--num_images={self.num_images}")
+        ref, ev = self.statistics(reference), self.statistics(evaluated)
+        result = {}
         if "swd" in self.metrics:
-            start = time.time()
-            levels_a = self._swd_levels(reference)
-            levels_b = self._swd_levels(evaluated)
+            levels_a, levels_b = levels_from_arrays(ref["swd"]), levels_from_arrays(ev["swd"])
             result.update(swd.swd_from_descriptors(levels_a, levels_b, self.seed, self.num_threads))
-            del levels_a, levels_b
-            logging.info("SWD took %.1f s", time.time() - start)
-        want_fid, want_is = "fid" in self.metrics, "is" in self.metrics
-        if want_fid or want_is:
-            start = time.time()
-            ref = self._extractor_outputs(reference, want_fid, want_is)
-            ev = self._extractor_outputs(evaluated, want_fid, want_is)
-            if want_fid:
-                result["FID"] = fid.frechet_distance(ref["fid"]["mean"], ref["fid"]["cov"],
-                                                     ev["fid"]["mean"], ev["fid"]["cov"])
-            if want_is:
-                result["IS"], result["IS_std"] = (float(v) for v in ev["is"]["score"])
-                result["IS_ref"], result["IS_ref_std"] = (float(v) for v in ref["is"]["score"])
-            logging.info("FID/IS took %.1f s", time.time() - start)
+        if "fid" in self.metrics:
+            result["FID"] = fid.frechet_distance(ref["fid"]["mean"], ref["fid"]["cov"],
+                                                 ev["fid"]["mean"], ev["fid"]["cov"])
+        if "is" in self.metrics:
+            result["IS"], result["IS_std"] = (float(v) for v in ev["is"]["score"])
+            result["IS_ref"], result["IS_ref_std"] = (float(v) for v in ref["is"]["score"])
         if "msssim" in self.metrics:
-            result["MS-SSIM"] = self._msssim(evaluated)
-            result["MS-SSIM_ref"] = self._msssim(reference)
+            result["MS-SSIM"] = float(ev["msssim"]["value"])
+            result["MS-SSIM_ref"] = float(ref["msssim"]["value"])
         return result
+
+
+# --------------------------------------------------------------------------- per-metric consumers
+
+class _SWDConsumer:
+    """SWD descriptors of every pyramid level (the accumulator is sized from the first batch)."""
+    name = "SWD"
+
+    def __init__(self, num_images: int, seed: int):
+        self.num_images, self.seed = num_images, seed
+        self.descriptors = None
+
+    def add(self, batch):
+        if self.descriptors is None:
+            self.descriptors = swd.SWDDescriptors.for_batch(self.num_images, batch, self.seed)
+        self.descriptors.add(batch)
+
+    def results(self):
+        return {"swd": levels_to_arrays(self.descriptors.finalize())}
+
+
+class _ExtractorConsumer:
+    """FID feature statistics and/or Inception-score probabilities from one network pass."""
+
+    def __init__(self, extractor, metrics: Sequence[str], num_images: int):
+        from progan_tf.metrics import fid
+        from progan_tf.metrics import inception_score as is_lib
+
+        self.name = extractor.name
+        self.extractor, self.sinks = extractor, {}
+        self.stats = self.scores = None
+        if "fid" in metrics:
+            self.stats = fid.GaussianStats()
+            self.sinks["features"] = self.stats.update
+        if "is" in metrics:
+            self.scores = is_lib.InceptionScoreAccumulator(num_images)
+            self.sinks["probs"] = self.scores.update
+        fid.check_outputs(extractor, self.sinks)
+
+    def add(self, batch):
+        outputs = self.extractor(batch)
+        for key, sink in self.sinks.items():
+            sink(outputs[key])
+
+    def results(self):
+        out = {}
+        if self.stats is not None:
+            out["fid"] = {"mean": self.stats.mean, "cov": self.stats.cov, "count": np.array(self.stats.count)}
+        if self.scores is not None:
+            out["is"] = {"score": np.array(self.scores.result())}
+        return out
+
+
+class _MSSSIMConsumer:
+    name = "MS-SSIM"
+
+    def __init__(self, seed: int):
+        from progan_tf.metrics import ms_ssim
+
+        self.accumulator = ms_ssim.MSSSIMAccumulator(seed)
+
+    def add(self, batch):
+        self.accumulator.add(batch)
+
+    def results(self):
+        return {"msssim": {"value": np.array(self.accumulator.result())}}

@@ -293,12 +293,17 @@ def keras_model_extractor(model, input_range: Tuple[float, float] = (-1.0, 1.0),
 
 # --------------------------------------------------------------------------- running
 
+def check_outputs(extractor: FeatureExtractor, names: Iterable[str]) -> None:
+    """Raises `ExtractorError` unless `extractor` has every one of the output `names`."""
+    missing = set(names) - set(extractor.outputs)
+    if missing:
+        raise ExtractorError(f"extractor {extractor.name} has no output(s) {sorted(missing)}")
+
+
 def run_extractor(batches: Iterable[np.ndarray], num_images: int, extractor: FeatureExtractor,
                   sinks: Dict[str, Callable[[np.ndarray], None]], progress: Optional[str] = None) -> None:
     """Feeds `extractor`'s outputs for exactly `num_images` images to `sinks` (output name -> callback)."""
-    missing = set(sinks) - set(extractor.outputs)
-    if missing:
-        raise ExtractorError(f"extractor {extractor.name} has no output(s) {sorted(missing)}")
+    check_outputs(extractor, sinks)
     stream = streams.take_images(batches, num_images)
     if progress:
         stream = streams.with_progress(stream, num_images, progress)

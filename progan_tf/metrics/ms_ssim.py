@@ -105,30 +105,79 @@ def block_size(image_shape, max_bytes: int = 64 << 20, max_images: int = 256) ->
     return size - size % 2
 
 
-def random_pairs(batches: streams.ImageStream, seed: int = 0, block: Optional[int] = None):
-    """Yields (first, second) arrays of image pairs.
+class PairBlocks:
+    """Cuts a pushed stream of images into shuffled pairs, block by block.
 
     The stream is cut into blocks of `block` images by position (independent
     of how it was batched); each block is shuffled with ``default_rng([seed,
     block index])`` and its images are paired in that order. With an odd
     count, the image shuffled to the end of the last block is left out.
+    ``add(batch)`` and ``close()`` return the (first, second) pairs completed.
     """
-    stream = iter(batches)
-    first = next(stream, None)
-    if first is None:
-        return
-    first = streams.check_batch(first)
-    block = block or block_size(first.shape[1:])
 
-    def chained():
-        yield first
-        yield from stream
+    def __init__(self, seed: int = 0, block: Optional[int] = None):
+        self.seed = int(seed)
+        self.block = block
+        self._pending, self._count, self._index = [], 0, 0
 
-    for index, images in enumerate(streams.rebatch(chained(), block)):
-        images = images[np.random.default_rng([seed, index]).permutation(len(images))]
+    def _pairs_of(self, images):
+        images = images[np.random.default_rng([self.seed, self._index]).permutation(len(images))]
+        self._index += 1
         even = len(images) - len(images) % 2
-        if even:
-            yield images[0:even:2], images[1:even:2]
+        return [(images[0:even:2], images[1:even:2])] if even else []
+
+    def _flush(self):
+        images = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._count = [], 0
+        return self._pairs_of(images)
+
+    def add(self, batch):
+        batch = streams.check_batch(batch)
+        if self.block is None:
+            self.block = block_size(batch.shape[1:])
+        pairs = []
+        while len(batch):
+            part = batch[:self.block - self._count]
+            batch = batch[len(part):]
+            self._pending.append(part)
+            self._count += len(part)
+            if self._count == self.block:
+                pairs += self._flush()
+        return pairs
+
+    def close(self):
+        return self._flush() if self._pending else []
+
+
+class MSSSIMAccumulator:
+    """Streaming mean MS-SSIM over the random pairs (`PairBlocks`) of the images added."""
+
+    def __init__(self, seed: int = 0, block: Optional[int] = None):
+        self.pairs = PairBlocks(seed, block)
+        self.total, self.count = 0.0, 0
+
+    def _score(self, pairs):
+        for first, second in pairs:
+            values = ms_ssim_pairs(first, second)
+            self.total += float(values.sum())
+            self.count += len(values)
+
+    def add(self, batch) -> None:
+        self._score(self.pairs.add(batch))
+
+    def result(self) -> float:
+        self._score(self.pairs.close())
+        if not self.count:
+            raise ValueError("MS-SSIM needs at least 2 images")
+        return self.total / self.count
+
+
+def random_pairs(batches: streams.ImageStream, seed: int = 0, block: Optional[int] = None):
+    """Yields the (first, second) arrays of image pairs of a stream (see `PairBlocks`)."""
+    pairs = PairBlocks(seed, block)
+    for batch in batches:
+        yield from pairs.add(batch)
+    yield from pairs.close()
 
 
 def ms_ssim(batches: Iterable[np.ndarray], num_images: int, seed: int = 0,
@@ -139,9 +188,7 @@ def ms_ssim(batches: Iterable[np.ndarray], num_images: int, seed: int = 0,
     stream = streams.take_images(batches, num_images)
     if progress:
         stream = streams.with_progress(stream, num_images, progress)
-    total, count = 0.0, 0
-    for first, second in random_pairs(stream, seed):
-        values = ms_ssim_pairs(first, second)
-        total += float(values.sum())
-        count += len(values)
-    return total / count
+    accumulator = MSSSIMAccumulator(seed)
+    for batch in stream:
+        accumulator.add(batch)
+    return accumulator.result()

@@ -233,6 +233,14 @@ class SWDDescriptors:
         self._moments = [_ChannelMoments(self.channels) for _ in self.resolutions]
         self.filled = 0
 
+    @classmethod
+    def for_batch(cls, num_images: int, batch: np.ndarray, seed: int = 0) -> "SWDDescriptors":
+        """An accumulator for `num_images` images shaped like the (first) `batch`."""
+        batch = streams.check_batch(batch)
+        if batch.shape[1] != batch.shape[2]:
+            raise ValueError(f"SWD needs square images, got {batch.shape[1:3]}")
+        return cls(num_images, batch.shape[1], batch.shape[3], seed=seed)
+
     def add(self, batch: np.ndarray) -> None:
         """Adds a uint8 [B, H, W, C] batch."""
         batch = streams.check_batch(batch)
@@ -275,9 +283,7 @@ def compute_descriptors(batches: streams.ImageStream, num_images: int, seed: int
     accumulator = None
     for batch in stream:
         if accumulator is None:
-            if batch.shape[1] != batch.shape[2]:
-                raise ValueError(f"SWD needs square images, got {batch.shape[1:3]}")
-            accumulator = SWDDescriptors(num_images, batch.shape[1], batch.shape[3], seed=seed)
+            accumulator = SWDDescriptors.for_batch(num_images, batch, seed)
         accumulator.add(batch)
     return accumulator.finalize()
 
