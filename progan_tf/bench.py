@@ -145,6 +145,18 @@ def machine_rates(G, minibatch: int, seconds: float, repeats: int, dtype="float3
     return matmul_rates, conv_rates
 
 
+_MACHINE_RATES = {}
+
+
+def _machine_rates_once(config: str, G, minibatch: int, seconds: float, repeats: int, dtype: str):
+    """`machine_rates`, measured once per config and dtype in a process (they do not depend on
+    the precision or XLA setting being benchmarked)."""
+    key = (config, dtype)
+    if key not in _MACHINE_RATES:
+        _MACHINE_RATES[key] = machine_rates(G, minibatch, seconds, repeats, dtype)
+    return _MACHINE_RATES[key]
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -241,14 +253,16 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
             gflops = [r * per_image / 1e9 for r in stable]
             compute_dtype = "bfloat16" if "bfloat16" in trainer.precision else (
                 "float16" if "float16" in trainer.precision else "float32")
-            matmul, conv = machine_rates(trainer.G, minibatch, seconds, repeats, compute_dtype)
-            if compute_dtype != "float32":
-                matmul32, conv32 = machine_rates(trainer.G, minibatch, seconds, repeats, "float32")
-                results.append(figure("conv3x3_fwd_bwd_gflop_s", conv32, "GFLOP/s", kernel_dtype="float32", **context))
             results.append(figure("train_gflop_s", gflops, "GFLOP/s", gflop_per_image=per_image / 1e9, **context))
-            results.append(figure("conv3x3_fwd_bwd_gflop_s", conv, "GFLOP/s", kernel_dtype=compute_dtype, **context))
-            results.append(figure("matmul_gflop_s", matmul, "GFLOP/s", kernel_dtype=compute_dtype, **context))
+            rates = {}
+            for dtype in dict.fromkeys(("float32", "bfloat16", compute_dtype)):
+                rates[dtype] = _machine_rates_once(name, trainer.G, minibatch, seconds, repeats, dtype)
+                matmul, conv = rates[dtype]
+                results.append(figure("conv3x3_fwd_bwd_gflop_s", conv, "GFLOP/s", kernel_dtype=dtype, **context))
+                results.append(figure("matmul_gflop_s", matmul, "GFLOP/s", kernel_dtype=dtype, **context))
+            matmul, conv = rates[compute_dtype]
             results.append(figure("mfu", [g / statistics.median(conv) for g in gflops], "fraction of conv rate",
+                                  kernel_dtype=compute_dtype,
                                   of_matmul=statistics.median(gflops) / statistics.median(matmul), **context))
         if "data_img_s" in figures:
             ds = iter(data_lib.make_dataset(dataset, res, minibatch, shuffle_mb=64, seed=0))

@@ -73,3 +73,18 @@ def test_conv_rate_step_runs_every_conv_it_counts():
     assert types.count("Conv2DBackpropInput") == n
     assert types.count("Conv2DBackpropFilter") == n
     assert flops == 3 * 4 * sum(conv_flops(c, 2 ** r) for r in range(3, 6) for c in G.convs[r])
+
+
+def test_gflop_figures_report_float32_and_bfloat16_machine_rates():
+    from progan_tf.bench import run_benchmark
+    results = run_benchmark("B32", seconds=0.01, repeats=1, figures=["train_gflop_s"])
+    names = [(r["name"], r.get("kernel_dtype")) for r in results]
+    assert names == [("train_gflop_s", None),
+                     ("conv3x3_fwd_bwd_gflop_s", "float32"), ("matmul_gflop_s", "float32"),
+                     ("conv3x3_fwd_bwd_gflop_s", "bfloat16"), ("matmul_gflop_s", "bfloat16"),
+                     ("mfu", "float32")]
+    by_name = {(r["name"], r.get("kernel_dtype")): r for r in results}
+    assert by_name[("train_gflop_s", None)]["gflop_per_image"] == pytest.approx(30.28, rel=0.01)
+    conv32 = by_name[("conv3x3_fwd_bwd_gflop_s", "float32")]["median"]
+    gflops = by_name[("train_gflop_s", None)]["median"]
+    assert by_name[("mfu", "float32")]["median"] == pytest.approx(gflops / conv32, rel=1e-6)
