@@ -269,3 +269,23 @@ def test_export_stores_each_used_weight_once(tmp_path):
     assert expected <= size <= expected * 1.01 + 4096, (size, expected)
     meta = export.load_metadata(out)
     assert (meta["resolution"], meta["latent_size"], meta["label_size"], meta["training"]) == (32, 128, 10, {})
+
+
+def test_a_bfloat16_generator_exports_with_float32_inputs_and_uint8_outputs(tmp_path):
+    """--precision=trained keeps mixed_bfloat16 inside; the signatures stay float32 in, uint8 out."""
+    from progan_tf.networks import Generator
+    kwargs = dict(resolution=16, num_channels=3, fmap_base=64, fmap_max=32, latent_size=8)
+    G = Generator(dtype="mixed_bfloat16", **kwargs)
+    assert G.compute_dtype == "bfloat16"
+    G32 = Generator(**kwargs)
+    G32.set_weights(G.get_weights())
+    latents = np.random.RandomState(3).randn(5, 8).astype(np.float32)
+    images = {}
+    for name, gen, precision in (("bf16", G, "trained"), ("f32", G32, "float32")):
+        path = export.export_generator(gen, str(tmp_path / name), precision=precision)
+        sig = tf.saved_model.load(path).signatures["serving_default"]
+        assert sig.structured_input_signature[1]["latents"].dtype == tf.float32
+        images[name] = sig(latents=tf.constant(latents))["images"].numpy()
+        assert images[name].dtype == np.uint8 and images[name].shape == (5, 16, 16, 3)
+    diff = np.abs(images["bf16"].astype(int) - images["f32"].astype(int))
+    assert 0 < diff.max() <= 32 and diff.mean() < 2      # bfloat16 rounding (8 mantissa bits), not garbage
