@@ -44,8 +44,9 @@ _DEFINE_bool = functools.partial(flags.DEFINE_bool, flag_values=FLAGS)
 _DEFINE_integer = functools.partial(flags.DEFINE_integer, flag_values=FLAGS)
 _DEFINE_string = functools.partial(flags.DEFINE_string, flag_values=FLAGS)
 
-_DEFINE_bool("shuffle", True, "Write images in a shuffled order (the original's "
-                  "np.random.RandomState(seed).shuffle). --noshuffle keeps source order.")
+_DEFINE_bool("shuffle", None, "Write images in a shuffled order (the original's "
+                  "np.random.RandomState(seed).shuffle); --noshuffle keeps source order. Default: "
+                  "shuffled, except create_lsun, which keeps the LMDB's cursor order as the original does.")
 _DEFINE_integer("seed", 123, "Seed of the shuffled order (the original uses 123).")
 _DEFINE_integer("max_images", None, "Write at most this many images (the first ones "
                      "of the shuffled order; for create_from_tfds the first ones of the "
@@ -188,8 +189,9 @@ class WriteOptions:
     progress: bool = False
 
     @classmethod
-    def from_flags(cls) -> "WriteOptions":
-        return cls(shuffle=FLAGS.shuffle, seed=FLAGS.seed, max_images=FLAGS.max_images,
+    def from_flags(cls, shuffle_by_default: bool = True) -> "WriteOptions":
+        shuffle = shuffle_by_default if FLAGS.shuffle is None else FLAGS.shuffle
+        return cls(shuffle=shuffle, seed=FLAGS.seed, max_images=FLAGS.max_images,
                    shards=FLAGS.shards, num_workers=FLAGS.num_workers, strict=FLAGS.strict,
                    overwrite=FLAGS.overwrite, progress=FLAGS.progress)
 
@@ -1063,7 +1065,8 @@ def _cmd_create_celeba(tfrecord_dir, celeba_dir):
 
 
 def _cmd_create_lsun(tfrecord_dir, lmdb_dir):
-    return create_lsun(tfrecord_dir, lmdb_dir, WriteOptions.from_flags(),
+    # The original writes LSUN in cursor order (and --max_images takes the first ones).
+    return create_lsun(tfrecord_dir, lmdb_dir, WriteOptions.from_flags(shuffle_by_default=False),
                        FLAGS.resolution or 256)
 
 

@@ -553,19 +553,25 @@ def test_celeba_crop(tmp_path):
         dt.create_celeba(str(tmp_path / "o2"), str(tmp_path / "empty"), opts())
 
 
-def test_lsun_lmdb(tmp_path):
+def write_lmdb(path, imgs, extra=()):
+    """An LSUN-style LMDB: keys key000.. -> lossless WebP, plus raw (key, value) `extra` entries."""
     import io
 
     import lmdb
-    imgs = random_rgb(4, 24, 40) + random_rgb(1, 40, 24, seed=10)
-    env = lmdb.open(str(tmp_path / "lmdb"), map_size=1 << 24)
+    env = lmdb.open(str(path), map_size=1 << 24)
     with env.begin(write=True) as txn:
         for i, img in enumerate(imgs):
             buf = io.BytesIO()
             PIL.Image.fromarray(img).save(buf, format="WEBP", lossless=True)
             txn.put(f"key{i:03d}".encode(), buf.getvalue())
-        txn.put(b"key999", b"not an image")
+        for key, value in extra:
+            txn.put(key, value)
     env.close()
+
+
+def test_lsun_lmdb(tmp_path):
+    imgs = random_rgb(4, 24, 40) + random_rgb(1, 40, 24, seed=10)
+    write_lmdb(tmp_path / "lmdb", imgs, [(b"key999", b"not an image")])
     s = dt.create_lsun(str(tmp_path / "o"), str(tmp_path / "lmdb"), opts(shuffle=False),
                        resolution=8)
     assert s.written == 5 and s.num_skipped == 1 and "key999" in s.skipped["unreadable"][0]
@@ -576,6 +582,19 @@ def test_lsun_lmdb(tmp_path):
         crop = img[(h - s_) // 2:(h + s_) // 2, (w - s_) // 2:(w + s_) // 2]
         np.testing.assert_array_equal(
             got, np.asarray(PIL.Image.fromarray(crop).resize((8, 8), PIL.Image.LANCZOS)))
+
+
+def test_lsun_keeps_cursor_order_by_default_like_the_original(tmp_path):
+    imgs = random_rgb(6, 8, 8, seed=4)
+    write_lmdb(tmp_path / "lmdb", imgs)
+    assert run_cli("create_lsun", tmp_path / "plain", tmp_path / "lmdb", "--resolution=8",
+                   "--max_images=4", "--num_workers=0") == 0
+    np.testing.assert_array_equal(read_all(tmp_path / "plain")[0], np.stack(imgs[:4]))   # the first 4 keys
+    assert run_cli("create_lsun", tmp_path / "shuffled", tmp_path / "lmdb", "--resolution=8",
+                   "--shuffle", "--num_workers=0") == 0
+    order = np.arange(6)
+    np.random.RandomState(123).shuffle(order)
+    np.testing.assert_array_equal(read_all(tmp_path / "shuffled")[0], np.stack(imgs)[order])
 
 
 # ------------------------------------------------------------------------------ TFDS
