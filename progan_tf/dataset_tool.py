@@ -636,16 +636,9 @@ def create_cifar100(tfrecord_dir: str, cifar100_dir: str, opts: WriteOptions,
                          lambda i: f"{cifar100_dir} image #{i}", onehot(labels), opts)
 
 
-def create_svhn(tfrecord_dir: str, svhn_dir: str, opts: WriteOptions, split: str = "train",
-                expected_images: int = -1) -> Summary:
-    """The cropped-digits format: <split>_32x32.mat with X [32,32,3,N], y [N,1] in
-    1..10 (10 = digit 0)."""
+def _svhn_mat(path: str):
+    """<split>_32x32.mat: X [32, 32, 3, N], y [N, 1] in 1..10 (10 = digit 0)."""
     import scipy.io
-    _require_dir(svhn_dir, "SVHN directory")
-    if split not in ("train", "test", "extra"):
-        raise ToolError(f"--split={split}: create_svhn accepts train, test or extra")
-    path = _require_file(os.path.join(svhn_dir, f"{split}_32x32.mat"),
-                         "the cropped-digits .mat file")
     try:
         mat = scipy.io.loadmat(path)
         x, y = mat["X"], np.asarray(mat["y"]).ravel()
@@ -654,8 +647,42 @@ def create_svhn(tfrecord_dir: str, svhn_dir: str, opts: WriteOptions, split: str
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != y.size:
         raise ToolError(f"{path}: X has shape {x.shape} and y {y.size} entries; expected "
                         "X [32, 32, 3, N] and N labels")
-    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8)
-    labels = np.where(y == 10, 0, y)
+    return np.ascontiguousarray(x.transpose(3, 2, 0, 1)).astype(np.uint8), np.where(y == 10, 0, y)
+
+
+def _svhn_pickles(paths: List[str]):
+    """The original's input: train_1..3.pkl, each (images uint8 [N, 3, 32, 32], labels [N] in 0..9)."""
+    images, labels = [], []
+    for path in paths:
+        data = _unpickle(path)
+        try:
+            x, y = np.asarray(data[0]), np.asarray(data[1]).ravel()
+        except (TypeError, IndexError, KeyError) as e:
+            raise ToolError(f"{path}: expected a pickled (images, labels) pair ({e})") from e
+        if x.ndim != 4 or x.shape[1:] != (3, 32, 32) or x.dtype != np.uint8 or len(y) != len(x):
+            raise ToolError(f"{path}: images {x.shape} {x.dtype} and {len(y)} labels; expected "
+                            "uint8 [N, 3, 32, 32] and N labels")
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            raise ToolError(f"{path}: labels must be digits 0..9, found {y.min()}..{y.max()}")
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def create_svhn(tfrecord_dir: str, svhn_dir: str, opts: WriteOptions, split: str = "train",
+                expected_images: int = -1) -> Summary:
+    """SVHN cropped digits: <split>_32x32.mat (the official download), or for the train
+    split the original tool's train_1.pkl .. train_3.pkl when there is no .mat file."""
+    _require_dir(svhn_dir, "SVHN directory")
+    if split not in ("train", "test", "extra"):
+        raise ToolError(f"--split={split}: create_svhn accepts train, test or extra")
+    path = os.path.join(svhn_dir, f"{split}_32x32.mat")
+    pickles = [os.path.join(svhn_dir, f"train_{b}.pkl") for b in (1, 2, 3)]
+    if not os.path.isfile(path) and split == "train" and all(os.path.isfile(p) for p in pickles):
+        (images, labels), path = _svhn_pickles(pickles), svhn_dir
+    else:
+        hint = "the cropped-digits .mat file" + (", or the original's train_1..3.pkl" if split == "train" else "")
+        images, labels = _svhn_mat(_require_file(path, hint))
     _check_count(images.shape[0], expected_images, STANDARD_COUNTS[f"svhn_{split}"], path)
     return write_dataset(tfrecord_dir, images.shape[0], lambda i: images[i],
                          lambda i: f"{path} image #{i}", onehot(labels), opts)
@@ -1134,8 +1161,8 @@ COMMANDS: Dict[str, Command] = {
                                "images, one-hot fine labels (100 classes)."),
     "create_svhn": Command(_cmd_create_svhn, ["tfrecord_dir", "svhn_dir"],
                            _WRITE_FLAGS + ["split", "expected_images"],
-                           "SVHN cropped digits (<split>_32x32.mat; train = 73,257 images), "
-                           "one-hot labels with label 10 mapped to digit 0."),
+                           "SVHN cropped digits (<split>_32x32.mat, or the original's train_1..3.pkl; "
+                           "train = 73,257 images), one-hot labels with the .mat's label 10 mapped to digit 0."),
     "create_celeba": Command(_cmd_create_celeba, ["tfrecord_dir", "celeba_dir"],
                              _WRITE_FLAGS + ["cx", "cy", "expected_images"],
                              "Aligned CelebA (img_align_celeba_png/*.png or "
@@ -1175,7 +1202,7 @@ _SUMMARIES = {
     "create_from_images": "a directory of image files (optional labels from sub-folders)",
     "create_cifar10": "CIFAR-10 python pickles -> 32x32x3 with labels",
     "create_cifar100": "CIFAR-100 python pickle -> 32x32x3 with fine labels",
-    "create_svhn": "SVHN cropped digits .mat -> 32x32x3 with labels",
+    "create_svhn": "SVHN cropped digits (.mat or the original's .pkl) -> 32x32x3 with labels",
     "create_celeba": "aligned CelebA -> 128x128x3 (the original's crop)",
     "create_lsun": "an LSUN LMDB export -> 256x256x3 (centre crop, resize)",
     "create_from_tfds": "any tensorflow-datasets image dataset (local --data_dir offline)",

@@ -537,6 +537,31 @@ def test_svhn_mat(tmp_path):
         dt.create_svhn(str(tmp_path / "o2"), str(tmp_path / "svhn"), opts(), split="test")
 
 
+def test_svhn_original_pickles(tmp_path):
+    """The original's create_svhn input: train_1..3.pkl holding (images [N,3,32,32], labels 0..9)."""
+    import pickle
+    rng = np.random.RandomState(5)
+    parts = [(rng.randint(0, 256, (n, 3, 32, 32)).astype(np.uint8), rng.randint(0, 10, n).astype(np.uint8))
+             for n in (4, 3, 2)]
+    (tmp_path / "svhn").mkdir()
+    for b, part in enumerate(parts, 1):
+        with open(tmp_path / "svhn" / f"train_{b}.pkl", "wb") as f:
+            pickle.dump(part, f)
+    assert run_cli("create_svhn", tmp_path / "o", tmp_path / "svhn", "--expected_images=9",
+                   "--num_workers=0") == 0
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    gx, gy = read_nchw(tmp_path / "o")
+    order = np.arange(9)
+    np.random.RandomState(123).shuffle(order)                    # the original shuffles SVHN
+    np.testing.assert_array_equal(gx, images[order])
+    np.testing.assert_array_equal(gy, np.eye(10, dtype=np.float32)[labels[order]])
+    with open(tmp_path / "svhn" / "train_2.pkl", "wb") as f:
+        pickle.dump((parts[1][0], parts[1][1] + 10), f)
+    with pytest.raises(dt.ToolError, match="train_2.pkl: labels must be digits 0..9"):
+        dt.create_svhn(str(tmp_path / "o2"), str(tmp_path / "svhn"), opts(), expected_images=0)
+
+
 def test_celeba_crop(tmp_path):
     imgs = random_rgb(3, 218, 178)
     save_pngs(tmp_path / "celeba" / "img_align_celeba_png", imgs,
