@@ -15,7 +15,7 @@ can be made again. Conditional models take ``--labels`` (class indices or names,
 one for all images or one per image; default: class ``seed % label_size``) or
 ``--class_rows`` (a grid with one row per class, the same seeds in every row).
 Videos are MP4 (H.264 through imageio-ffmpeg) when an encoder is available, else
-animated GIF; ``--video_format`` chooses. Existing files are not replaced without
+animated GIF; ``--video_format`` chooses (also lossless animated WebP). Existing files are not replaced without
 ``--overwrite``.
 """
 
@@ -59,8 +59,8 @@ flags.DEFINE_list("video_grid", ["1", "1"], "Interpolation video: columns,rows o
 flags.DEFINE_integer("video_seed", 1000, "Interpolation video: seed of the random walk (the original's "
                      "default).", **_d)
 flags.DEFINE_integer("image_zoom", 1, "Videos: integer nearest-neighbour zoom of each frame.", **_d)
-flags.DEFINE_enum("video_format", "auto", ["auto", "mp4", "gif"], "auto: MP4 when imageio-ffmpeg is "
-                  "available, else GIF.", **_d)
+flags.DEFINE_enum("video_format", "auto", ["auto", "mp4", "gif", "webp"], "auto: MP4 when imageio-ffmpeg "
+                  "is available, else GIF; webp: lossless animated WebP.", **_d)
 flags.DEFINE_string("progress_video", None, "Run directory: write progress.<ext>, a video of its fakes*.png "
                     "(labelled with lod, time and kimg from log.txt).", **_d)
 flags.DEFINE_float("time_warp", 1.5, "Progress video: frame time t maps to training time (t/T)**warp.", **_d)
@@ -261,7 +261,8 @@ def resolve_video_format(fmt: str) -> str:
             if fmt == "mp4":
                 raise GenerateError(f"--video_format=mp4: no ffmpeg encoder ({e}); use --video_format=gif") from None
             logging.warning("no ffmpeg encoder (%s); writing an animated GIF", e)
-    return "gif"
+        return "gif"
+    return fmt
 
 
 def _to_rgb_even(frame: np.ndarray, zoom: int) -> np.ndarray:
@@ -275,7 +276,7 @@ def _to_rgb_even(frame: np.ndarray, zoom: int) -> np.ndarray:
 
 
 def write_video(path: str, frames: Iterator[np.ndarray], fps: int, fmt: str, zoom: int = 1) -> int:
-    """Streams HWC uint8 frames to MP4 or GIF at ``path`` (via a temporary file); returns the frame count."""
+    """Streams HWC uint8 frames to MP4, GIF or WebP at ``path`` (via a temporary file); returns the frame count."""
     tmp = f"{path}.tmp{os.getpid()}.{fmt}"
     count = 0
     try:
@@ -294,8 +295,9 @@ def write_video(path: str, frames: Iterator[np.ndarray], fps: int, fmt: str, zoo
             count = len(pil)
             if not pil:
                 raise GenerateError("no frames to write")
-            pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:], duration=max(20, round(1000 / fps)),
-                        loop=0)
+            options = {"format": "WEBP", "lossless": True} if fmt == "webp" else {"format": "GIF"}
+            pil[0].save(tmp, save_all=True, append_images=pil[1:], duration=max(20, round(1000 / fps)), loop=0,
+                        **options)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

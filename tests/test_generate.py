@@ -104,6 +104,26 @@ def test_gif_interpolation_video(uncond_export, tmp_path):
     assert all(np.array_equal(frames[0], f) for f in frames) and abs(total_ms - 500) <= 30
 
 
+def test_webp_interpolation_video_is_lossless(uncond_export, tmp_path):
+    args = ["--video", "--duration_sec=1", "--fps=5", "--video_grid=2,1", "--image_zoom=2"]
+    assert _gen(uncond_export[1], tmp_path / "webp", *args, "--video_format=webp") == 0
+    assert _gen(uncond_export[1], tmp_path / "gif", *args, "--video_format=gif") == 0
+
+    def frames(path):
+        im = PIL.Image.open(path)
+        out = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            out.append(np.asarray(im.convert("RGB")))
+        return im, out
+
+    webp, webp_frames = frames(tmp_path / "webp" / "interpolation.webp")
+    assert webp.format == "WEBP" and webp.n_frames == 5 and webp.size == (128, 64)
+    _, gif_frames = frames(tmp_path / "gif" / "interpolation.gif")
+    # Grayscale frames have at most 256 colours, so the GIF is exact too: the two must agree pixel for pixel.
+    assert len(gif_frames) == 5 and all(np.array_equal(a, b) for a, b in zip(webp_frames, gif_frames))
+
+
 def test_mp4_interpolation_video(cond_export, tmp_path):
     import imageio.v2 as imageio
 
