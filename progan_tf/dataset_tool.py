@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import PIL.Image
-from absl import app, flags, logging
+from absl import flags, logging
 
 from progan_tf import toolflags
 
@@ -1281,10 +1281,6 @@ def main(argv: Sequence[str]) -> int:
     return int(result or 0)
 
 
-def parse_flags(argv):
-    """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
-    return toolflags.parse("progan-dataset", FLAGS, argv)
-
 
 def cli(argv) -> int:
     """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
@@ -1307,15 +1303,8 @@ def _help_requested(argv: Sequence[str]) -> Optional[str]:
 
 
 def run():
-    """Console-script entry point (`progan-dataset`)."""
-    text = _help_requested(sys.argv)
-    if text is not None:
-        try:
-            print(text)
-        except BrokenPipeError:  # e.g. `progan-dataset --help | head`
-            pass
-        sys.exit(0)
-    app.run(main, flags_parser=parse_flags)
+    """Console-script entry point (``progan-dataset``)."""
+    toolflags.run_app("progan-dataset", FLAGS, main, _help_requested)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import sys
 from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from progan_tf import images as images_lib
 from progan_tf import toolflags
@@ -512,10 +512,6 @@ def main(argv) -> int:
     return 0
 
 
-def parse_flags(argv):
-    """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
-    return toolflags.parse("progan-generate", FLAGS, argv)
-
 
 def cli(argv) -> int:
     """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
@@ -524,10 +520,7 @@ def cli(argv) -> int:
 
 def run():
     """Console-script entry point (``progan-generate``)."""
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
-        print(__doc__ + "\nFlags:\n" + FLAGS.module_help(sys.modules[__name__]))
-        sys.exit(0)
-    app.run(main, flags_parser=parse_flags)
+    toolflags.run_app("progan-generate", FLAGS, main, toolflags.flag_help(__doc__, FLAGS))
 
 
 if __name__ == "__main__":

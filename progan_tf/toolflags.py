@@ -8,9 +8,9 @@ flags (``--verbosity`` ...) are parsed after them.
 from __future__ import annotations
 
 import sys
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
-from absl import flags
+from absl import app, flags
 
 
 def parse(prog: str, tool_flags: flags.FlagValues, argv: Sequence[str]) -> List[str]:
@@ -34,3 +34,29 @@ def run_cli(prog: str, tool_flags: flags.FlagValues, main: Callable, argv: Seque
     except SystemExit as e:
         return int(e.code or 0)
     return main(rest)
+
+
+HELP_FLAGS = ("-h", "--help", "--helpshort", "--helpfull")
+
+
+def flag_help(doc: str, tool_flags: flags.FlagValues) -> Callable[[Sequence[str]], Optional[str]]:
+    """A `run_app` help function: the module docstring and the tool's flags on -h/--help."""
+    def help_text(argv: Sequence[str]) -> Optional[str]:
+        if any(a in HELP_FLAGS for a in argv[1:]):
+            return doc + "\nFlags:\n" + tool_flags.get_help(include_special_flags=False)
+        return None
+    return help_text
+
+
+def run_app(prog: str, tool_flags: flags.FlagValues, main: Callable,
+            help_text: Callable[[Sequence[str]], Optional[str]]) -> None:
+    """Console-script entry point: prints ``help_text(sys.argv)`` and exits 0 when it is not
+    None, else runs ``main`` under absl with the tool's flags parsed first."""
+    text = help_text(sys.argv)
+    if text is not None:
+        try:
+            print(text)
+        except BrokenPipeError:  # e.g. `progan-dataset --help | head`
+            pass
+        sys.exit(0)
+    app.run(main, flags_parser=lambda argv: parse(prog, tool_flags, argv))

@@ -205,10 +205,6 @@ def main(argv: List[str]) -> Optional[int]:
         return 1
 
 
-def parse_flags(argv):
-    """This tool's flags, then absl's own (--verbosity ...); exits 2 on a bad flag."""
-    return toolflags.parse("progan-metrics", FLAGS, argv)
-
 
 def cli(argv) -> int:
     """Parses ``argv`` from the flag defaults and runs ``main`` (for tests and embedding)."""
@@ -216,11 +212,8 @@ def cli(argv) -> int:
 
 
 def run():
-    """Console-script entry point (`progan-metrics`)."""
-    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in sys.argv[1:]):
-        print(__doc__ + "\nFlags:\n" + FLAGS.get_help(include_special_flags=False))
-        sys.exit(0)
-    app.run(main, flags_parser=parse_flags)
+    """Console-script entry point (``progan-metrics``)."""
+    toolflags.run_app("progan-metrics", FLAGS, main, toolflags.flag_help(__doc__, FLAGS))
 
 
 if __name__ == "__main__":
