@@ -1,12 +1,15 @@
-"""MNIST / Fashion-MNIST (32x32 grayscale) with the paper's networks, as the original's '-mnist' preset."""
-from progan_tf.config import apply_ablations, default_config
+"""MNIST / Fashion-MNIST (32x32 grayscale) with the paper's networks: the original's ``-mnist``
+dataset line (no mirroring) with ``-preset-v2-1gpu`` (minibatch {4: 128, 8: 128, 16: 128,
+32: 64}, 12,000 kimg). Unconditional unless ``--config.dataset.use_labels=True`` (``-cond``).
+
+    progan-train --config=configs/mnist.py --dataset_dir=datasets/mnist
+"""
+from progan_tf.config import apply_ablations, default_config, preset_v2_1gpu
 
 
 def get_config(ablations=None):
-    c = default_config()
+    c = preset_v2_1gpu(default_config())
     c.desc = "mnist"
     c.dataset.resolution = 32
     c.dataset.num_channels = 1
-    c.dataset.use_labels = False      # the original trains unconditionally unless '-cond' is chosen
-    c.train.total_kimg = 6000
     return apply_ablations(c, ablations)

@@ -20,6 +20,8 @@ import time
 
 from absl import app, flags
 
+from progan_tf.layers import EqualizedConv2DDownscale, EqualizedUpscaleConv2D
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config (BENCHMARK.md).")
 flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).")
@@ -28,6 +30,8 @@ flags.DEFINE_list("figures", ["train_stable_img_s", "train_fade_img_s", "gen_img
                               "data_img_s", "swd_img_s"], "Figures to measure.")
 flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.")
 flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.")
+flags.DEFINE_list("fused_scale", ["on", "off"], "G/D.fused_scale settings to measure: on (the original's fused "
+                  "up/downscale convolutions, the default) and/or off (separate layers).")
 
 # name: (resolution, channels, fmap_base, fmap_max, latent, minibatch)
 CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 16)}
@@ -35,9 +39,21 @@ CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 
 
 # --- FLOP counting from layer shapes ------------------------------------------------------
 
+def conv_channels(layer) -> tuple:
+    """``(in, out)`` channels of a conv layer; the fused upscale conv stores ``[k, k, out, in]``."""
+    c_a, c_b = int(layer.kernel.shape[2]), int(layer.kernel.shape[3])
+    return (c_b, c_a) if isinstance(layer, EqualizedUpscaleConv2D) else (c_a, c_b)
+
+
 def conv_flops(layer, size: int) -> int:
-    """Multiply-adds x 2 of one EqualizedConv2D applied to a ``size`` x ``size`` map."""
-    k, c_in, c_out = layer.kernel.shape[0], layer.kernel.shape[2], layer.kernel.shape[3]
+    """Multiply-adds x 2 of one conv layer of the block working at ``size`` x ``size`` pixels,
+    as executed: a plain k x k conv does k*k per output pixel and channel pair; the fused
+    up/downscale convs are one (k+1) x (k+1) stride-2 conv between ``size`` and ``size / 2``
+    pixels, (k+1)**2 / 4 per ``size``-resolution pixel (4 for k = 3, instead of 9)."""
+    k = int(layer.kernel.shape[0])
+    c_in, c_out = conv_channels(layer)
+    if isinstance(layer, (EqualizedUpscaleConv2D, EqualizedConv2DDownscale)):
+        return 2 * (k + 1) ** 2 * c_in * c_out * size * size // 4
     return 2 * k * k * c_in * c_out * size * size
 
 
@@ -95,8 +111,9 @@ def figure(name: str, values, unit: str, **extra) -> dict:
 
 
 def conv_rate_step(G, minibatch: int, dtype="float32"):
-    """A ``tf.function`` running each of G's 3x3 convs (8x8 and up) forward, input
-    gradient and weight gradient once, and the model FLOPs it performs.
+    """A ``tf.function`` running a plain 3x3 conv of each of G's conv shapes (8x8 and up; a
+    fused layer counts as the 3x3 conv it fuses) forward, input gradient and weight gradient
+    once, and the FLOPs it performs: the machine's reference rate for 3x3 convolutions.
 
     Every result feeds the returned value: an op whose output is unused is dead
     code that grappler prunes, and the rate would count work never done (the
@@ -107,11 +124,11 @@ def conv_rate_step(G, minibatch: int, dtype="float32"):
     convs, flops = [], 0
     for r in range(3, G.resolution_log2 + 1):
         for conv in G.convs[r]:
-            size = 2 ** r
-            x = tf.cast(tf.random.normal([minibatch, size, size, conv.kernel.shape[2]]), dtype)
-            w = tf.Variable(tf.cast(tf.random.normal(conv.kernel.shape), dtype))
+            size, (c_in, c_out) = 2 ** r, conv_channels(conv)
+            x = tf.cast(tf.random.normal([minibatch, size, size, c_in]), dtype)
+            w = tf.Variable(tf.cast(tf.random.normal([3, 3, c_in, c_out]), dtype))
             convs.append((x, w))
-            flops += 3 * minibatch * conv_flops(conv, size)    # forward, input grad, weight grad
+            flops += 3 * minibatch * 2 * 9 * c_in * c_out * size * size   # forward, input grad, weight grad
 
     @tf.function
     def conv_step():
@@ -190,7 +207,7 @@ def write_synthetic_dataset(path: str, resolution: int, channels: int, num_image
 
 
 def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: str = "float32",
-                  jit_compile: str = "off") -> list:
+                  jit_compile: str = "off", fused_scale: bool = True) -> list:
     import tensorflow as tf
 
     from progan_tf import data as data_lib
@@ -204,6 +221,7 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
     for net in (config.G, config.D):
         net.fmap_base, net.fmap_max = fmap_base, fmap_max
     config.G.latent_size = latent
+    config.G.fused_scale = config.D.fused_scale = bool(fused_scale)
     config.dataset.use_labels = False
     config.dataset.shuffle_mb = 64
     config.train.precision, config.train.jit_compile = precision, jit_compile
@@ -214,7 +232,8 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
         trainer = Trainer(config, dataset, os.path.join(tmp, "run"))
         context = {"config": name, "tensorflow": tf.__version__, "threads": os.cpu_count(),
                    "devices": [d.name for d in tf.config.list_logical_devices()], "xla": trainer.jit_compile,
-                   "precision": trainer.precision, "cpu": cpu_model(), **cpu_flags(),
+                   "precision": trainer.precision, "fused_scale": bool(fused_scale), "cpu": cpu_model(),
+                   **cpu_flags(),
                    "gpus": len(tf.config.list_physical_devices("GPU"))}
         res = trainer.info.resolution_log2
         d_step, g_step = trainer.step_functions(res, minibatch)
@@ -292,10 +311,17 @@ def swd_rate(seconds: float, repeats: int, num_images: int = 2048):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    fused_settings = []
+    for value in FLAGS.fused_scale:
+        if value not in ("on", "off"):
+            raise app.UsageError(f"--fused_scale: expected on and/or off, got {value!r}")
+        fused_settings.append(value == "on")
     for precision in FLAGS.precision:
         for jit in FLAGS.jit_compile:
-            for result in run_benchmark(FLAGS.config, FLAGS.seconds, FLAGS.repeats, FLAGS.figures, precision, jit):
-                print(json.dumps(result), flush=True)
+            for fused in fused_settings:
+                for result in run_benchmark(FLAGS.config, FLAGS.seconds, FLAGS.repeats, FLAGS.figures, precision,
+                                            jit, fused):
+                    print(json.dumps(result), flush=True)
     sys.stdout.flush()
 
 

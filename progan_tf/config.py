@@ -34,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
         keep_checkpoints=5,               # newest checkpoints kept on disk
         grid_size=(8, 8),                 # columns, rows of reals.png / fakes*.png
         max_time_minutes=0.0,             # stop (with a checkpoint) after this long; 0 = no limit
-        check_finite_every=4,             # iterations between non-finite-loss checks
+        check_finite_every=4,             # iterations between reads of the step statistics (skipped updates, losses)
         metrics="",                       # metrics during training: comma list of swd, fid, is, msssim; "" = none
         metrics_ticks=10,                 # evaluate them every this many ticks (and at the end)
         metrics_num_images=10000,         # images per side; at most the dataset's image count
@@ -62,8 +62,10 @@ def default_config() -> ml_collections.ConfigDict:
         fmap_base=8192, fmap_decay=1.0, fmap_max=512, latent_size=0,   # 0: latent size = nf(0)
         normalize_latents=True, use_wscale=True, use_pixelnorm=True, pixelnorm_epsilon=1e-8,
         use_leakyrelu=True,
+        fused_scale=True,                 # the original's fused upscale + conv (docs/method.md, "Fused scale")
     )
-    c.D = _dict(fmap_base=8192, fmap_decay=1.0, fmap_max=512, mbstd_group_size=4, use_wscale=True)
+    c.D = _dict(fmap_base=8192, fmap_decay=1.0, fmap_max=512, mbstd_group_size=4, use_wscale=True,
+                fused_scale=True)         # the original's fused conv + downscale
     c.G_opt = _dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8)
     c.D_opt = _dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8)
     c.loss = _dict(
@@ -75,7 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset = _dict(
         resolution=0,                     # 0: take it from the dataset; else must match it
         num_channels=0,                   # 0: take it from the dataset; else must match it
-        use_labels=True,                  # condition on the dataset's labels when it has them
+        use_labels=False,                 # condition on the dataset's labels (the original's '-cond' runs)
         shuffle_mb=4096,
         max_resume_skip=1_000_000,        # images a resumed stage may skip to reproduce the data order
     )
@@ -83,10 +85,40 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+# Fields added after run directories were first written, with the value that reproduces
+# what such a run did: its networks were built without the fused layers.
+_ADDED_FIELDS = {("G", "fused_scale"): False, ("D", "fused_scale"): False}
+
+
+def complete_saved_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A run's saved ``config.json``, completed (in place) with the fields added since it was written."""
+    missing = [(group, field) for group, field in _ADDED_FIELDS if field not in c[group]]
+    if missing:
+        with c.unlocked():
+            for group, field in missing:
+                c[group][field] = _ADDED_FIELDS[(group, field)]
+    return c
+
+
+def preset_v2_1gpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The original's in-effect preset lines ``-preset-v2-1gpu`` and ``-fp32``:
+    minibatch {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4} (base 4),
+    learning rate 0.0015 at 1024, 12,000 kimg; at most {256: 16, 512: 8, 1024: 4} per device."""
+    c.sched.minibatch_base = 4
+    c.sched.minibatch_dict = {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4}
+    c.sched.G_lrate_dict = {1024: 0.0015}
+    c.sched.D_lrate_dict = {1024: 0.0015}
+    c.sched.max_minibatch_per_replica = {256: 16, 512: 8, 1024: 4}
+    c.train.total_kimg = 12000
+    return c
+
+
 ABLATIONS = {
-    "no_growing": "train at full resolution from the start (sched.lod_initial_resolution = dataset resolution)",
+    "no_growing": "train at full resolution from the start, as the original's '-nogrowing' line "
+                  "(lod_initial_resolution = the dataset's, no phases, 10,000 kimg)",
     "no_pixelnorm": "G without pixelwise feature normalisation (G.use_pixelnorm = False)",
     "no_equalized_lr": "plain He-initialised weights, no run-time scaling (G/D.use_wscale = False)",
+    "no_mbstd": "D without the minibatch standard deviation layer (D.mbstd_group_size = 0)",
     "no_ema": "show/export G itself instead of its moving average (train.G_smoothing = 0)",
     "no_opt_reset": "keep Adam's moments when a block is introduced (train.reset_opt_for_new_lod = False)",
     "logistic_r1": "non-saturating logistic loss with R1 penalty instead of WGAN-GP",
@@ -98,11 +130,15 @@ def apply_ablations(config: ml_collections.ConfigDict, spec: str | None) -> ml_c
     """Applies comma-separated ablations (``configs/x.py:no_ema,lsgan``); see ``ABLATIONS``."""
     for name in filter(None, (spec or "").split(",")):
         if name == "no_growing":
-            config.sched.lod_initial_resolution = 1024 if not config.dataset.resolution else config.dataset.resolution
+            config.sched.lod_initial_resolution = config.dataset.resolution or 1024
+            config.sched.lod_training_kimg = config.sched.lod_transition_kimg = 0.0
+            config.train.total_kimg = 10000.0
         elif name == "no_pixelnorm":
             config.G.use_pixelnorm = False
         elif name == "no_equalized_lr":
             config.G.use_wscale = config.D.use_wscale = False
+        elif name == "no_mbstd":
+            config.D.mbstd_group_size = 0
         elif name == "no_ema":
             config.train.G_smoothing, config.train.G_smoothing_kimg = 0.0, 0.0
         elif name == "no_opt_reset":

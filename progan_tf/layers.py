@@ -2,7 +2,7 @@
 
 Every layer is serialisable (``get_config``) and registered under the package
 name ``progan_tf`` so models holding them can be saved and reloaded by Keras.
-The maths follows SPEC.md section 1 (Karras et al. 2018, section 4):
+The maths follows docs/method.md, section 1 (Karras et al. 2018, section 4):
 
 * ``EqualizedDense`` / ``EqualizedConv2D``: weights stored as N(0, 1) samples
   and multiplied at run time by ``gain / sqrt(fan_in)`` ("equalized learning
@@ -13,6 +13,8 @@ The maths follows SPEC.md section 1 (Karras et al. 2018, section 4):
 * ``WeightedSum``: the fade-in lerp, with alpha passed as a tensor so changing
   it never re-traces a ``tf.function``.
 * ``Upscale2D`` (nearest) and ``Downscale2D`` (2x2 average).
+* ``EqualizedUpscaleConv2D`` / ``EqualizedConv2DDownscale``: the original's fused
+  up/downscale convolutions (``fused_scale``), one 4x4 stride-2 (transposed) conv each.
 """
 
 from __future__ import annotations
@@ -89,20 +91,17 @@ class PixelNorm(keras.layers.Layer):
 class _EqualizedBase(keras.layers.Layer):
     """Shared weight handling of the equalized-learning-rate layers."""
 
-    def __init__(self, gain: float = math.sqrt(2.0), use_wscale: bool = True, use_bias: bool = True,
-                 lrmul: float = 1.0, **kwargs):
+    def __init__(self, gain: float = math.sqrt(2.0), use_wscale: bool = True, use_bias: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.gain = float(gain)
         self.use_wscale = bool(use_wscale)
         self.use_bias = bool(use_bias)
-        self.lrmul = float(lrmul)
 
     def _make_kernel(self, shape, fan_in: int):
+        """Stored N(0, 1) and scaled by ``gain / sqrt(fan_in)`` at run time (or He-initialised
+        and used as stored, without ``use_wscale``)."""
         he_std = self.gain / math.sqrt(fan_in)
-        if self.use_wscale:
-            init_std, self.runtime_scale = 1.0 / self.lrmul, he_std * self.lrmul
-        else:
-            init_std, self.runtime_scale = he_std / self.lrmul, self.lrmul
+        init_std, self.runtime_scale = (1.0, he_std) if self.use_wscale else (he_std, 1.0)
         self.kernel = self.add_weight(
             name="kernel", shape=shape,
             initializer=keras.initializers.RandomNormal(stddev=init_std))
@@ -120,14 +119,11 @@ class _EqualizedBase(keras.layers.Layer):
     def _add_bias(self, x):
         if self.bias is None:
             return x
-        bias = tf.cast(tf.convert_to_tensor(self.bias), x.dtype)
-        if self.lrmul != 1.0:
-            bias = bias * self.lrmul
-        return tf.nn.bias_add(x, bias)
+        return tf.nn.bias_add(x, tf.cast(tf.convert_to_tensor(self.bias), x.dtype))
 
     def get_config(self):
         return {**super().get_config(), "gain": self.gain, "use_wscale": self.use_wscale,
-                "use_bias": self.use_bias, "lrmul": self.lrmul}
+                "use_bias": self.use_bias}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -184,6 +180,92 @@ class EqualizedConv2D(_EqualizedBase):
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+
+def _summed_shifts(kernel):
+    """The 3x3 (k x k) kernel zero-padded by one and its four (k+1) x (k+1) shifts summed.
+
+    A k x k conv applied after a nearest x2 upscale, or followed by a 2x2 box average,
+    is a single stride-2 (k+1) x (k+1) conv with this kernel (times 0.25 for the average).
+    """
+    k = tf.pad(kernel, [[1, 1], [1, 1], [0, 0], [0, 0]])
+    return k[1:, 1:] + k[:-1, 1:] + k[1:, :-1] + k[:-1, :-1]
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EqualizedConv2DDownscale(_EqualizedBase):
+    """A 3x3 conv fused with the 2x2 box downscale: one 4x4 stride-2 'SAME' conv (NHWC).
+
+    The discriminator's last conv of each block from 8x8 up under ``fused_scale``
+    (the original's default). The kernel is stored as a plain ``[k, k, in, out]`` conv
+    kernel with fan-in ``k*k*in``; it is padded, summed over its four shifts and
+    multiplied by 0.25 at run time. Bias (and the caller's activation) come after the
+    downscale, so this is not the function of conv3x3 + bias + lrelu + average
+    (``fused_scale=False``). See docs/method.md, "Fused scale".
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
+
+    def build(self, input_shape):
+        in_channels, k = int(input_shape[-1]), self.kernel_size
+        self._make_kernel((k, k, in_channels, self.filters), k * k * in_channels)
+        self._make_bias(self.filters)
+
+    def call(self, x):
+        kernel = _summed_shifts(self._scaled_kernel()) * tf.cast(0.25, x.dtype)
+        return self._add_bias(tf.nn.conv2d(x, kernel, strides=2, padding="SAME"))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else h // 2, None if w is None else w // 2, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EqualizedUpscaleConv2D(_EqualizedBase):
+    """A nearest x2 upscale fused with a 3x3 conv: one 4x4 stride-2 transposed conv (NHWC).
+
+    The generator's first conv of each block from 8x8 up under ``fused_scale`` (the
+    original's default). The kernel is stored in the transposed-conv layout
+    ``[k, k, out, in]`` with fan-in ``k*k*in``, as the original stores it, so its
+    weights map over unchanged; at run time it is padded and summed over its four
+    shifts (no 0.25). As a function this equals upscale followed by a 'SAME' k x k
+    conv with the kernel flipped in space, but it does 4 instead of 9 multiply-adds
+    per output pixel and channel pair. See docs/method.md, "Fused scale".
+    """
+
+    def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
+
+    def build(self, input_shape):
+        in_channels, k = int(input_shape[-1]), self.kernel_size
+        self._make_kernel((k, k, self.filters, in_channels), k * k * in_channels)
+        self._make_bias(self.filters)
+
+    def call(self, x):
+        kernel = _summed_shifts(self._scaled_kernel())
+        h, w = x.shape[1], x.shape[2]
+        out_shape = tf.stack([tf.shape(x)[0], 2 * h, 2 * w, self.filters])
+        y = tf.nn.conv2d_transpose(x, kernel, out_shape, strides=2, padding="SAME")
+        return self._add_bias(tf.ensure_shape(y, [None, 2 * h, 2 * w, self.filters]))
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}

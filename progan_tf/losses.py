@@ -1,4 +1,4 @@
-"""GAN losses (SPEC.md section 3), picked by name with ``get_loss``.
+"""GAN losses (docs/method.md, section 3), picked by name with ``get_loss``.
 
 Each loss is a pair of small functions
 
@@ -61,7 +61,7 @@ def input_gradients(D, images, res, alpha, gradient_scale=1.0):
     """Scores of D on ``images`` and the gradient of their sum w.r.t. the images.
 
     The inner tape is created here so that the sum being differentiated is
-    computed inside it (see SPEC.md section 7); the outer tape of the trainer
+    computed inside it (docs/method.md, section 7); the outer tape of the trainer
     still records everything, giving the penalty's double backward. Under
     float16, ``gradient_scale`` (the optimizer's loss scale) keeps the inner
     backward pass from underflowing; it is divided out again here.
@@ -78,6 +78,20 @@ def input_gradients(D, images, res, alpha, gradient_scale=1.0):
 
 def _sample_norm(x):
     return tf.sqrt(tf.reduce_sum(tf.square(x), axis=[1, 2, 3]))
+
+
+def full_resolution_factor(D, res) -> float:
+    """``f = 2**(log2(R) - res)``: how much smaller the gradient is w.r.t. the full-resolution image.
+
+    The original always feeds D full-resolution images (a lower stage's images are
+    nearest-upscaled and D box-downscales them again), so its penalties differentiate
+    with respect to the R x R image. Each stage pixel is then the mean of f*f full
+    pixels, so the full-resolution gradient norm is the stage-resolution norm over f.
+    The penalties are computed at the stage's resolution (cheap) and divided by f
+    (the norm) or f**2 (the squared norm). See docs/method.md, "Losses".
+    """
+    res = D.resolution_log2 if res is None else int(res)
+    return float(2 ** (D.resolution_log2 - res))
 
 
 # --- WGAN-GP (the paper's) -------------------------------------------------------------------
@@ -98,7 +112,7 @@ def d_wgan_gp(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fa
     u = tf.cast(tf.reshape(mixing_factors, [-1, 1, 1, 1]), reals.dtype)
     mixed = reals + (fakes - reals) * u
     mixed_scores, _, mixed_grads = input_gradients(D, mixed, res, alpha, gradient_scale)
-    mixed_norms = _sample_norm(mixed_grads)
+    mixed_norms = _sample_norm(mixed_grads) / full_resolution_factor(D, res)
     gradient_penalty = tf.square(mixed_norms - wgan_target)
     loss += gradient_penalty * (wgan_lambda / wgan_target ** 2)
 
@@ -130,7 +144,7 @@ def d_logistic_r1(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0
     real_scores, real_logits, real_grads = input_gradients(D, tf.cast(reals, fakes.dtype), res, alpha,
                                                            gradient_scale)
     loss = tf.nn.softplus(fake_scores) + tf.nn.softplus(-real_scores)
-    r1_penalty = tf.reduce_sum(tf.square(real_grads), axis=[1, 2, 3])
+    r1_penalty = tf.reduce_sum(tf.square(real_grads), axis=[1, 2, 3]) / full_resolution_factor(D, res) ** 2
     loss += r1_penalty * (r1_gamma * 0.5)
     stats = {"real_scores": real_scores, "fake_scores": fake_scores, "r1_penalty": r1_penalty}
     loss = _add_d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits, cond_weight)

@@ -1,4 +1,4 @@
-"""ProGAN's growing generator and discriminator (SPEC.md sections 1 and 2).
+"""ProGAN's growing generator and discriminator (docs/method.md, sections 1 and 2).
 
 Both networks hold every block and every toRGB/fromRGB from 4x4 to the target
 resolution, so any stage can run and all weights exist from construction (the
@@ -10,6 +10,14 @@ should then be a tensor or ``tf.Variable`` so it never causes a re-trace.
 
 A Python ``alpha`` of exactly 1 (the default) skips the old path entirely,
 which is what inference at a stable stage wants; a tensor alpha always blends.
+
+``fused_scale`` (default True, as the original's TF code) selects the original's fused
+up/downscale convolutions for every block from 8x8 up: G's first conv is a 4x4
+stride-2 transposed conv stored ``[k, k, out, in]``, D's last conv a 4x4 stride-2 conv
+with bias and activation after the downscale. ``False`` gives the separate layers
+(G: upscale then conv3x3; D: conv3x3, bias, lrelu, then average), which is also what
+every checkpoint written before the option existed holds: a serialised config without
+the key loads as ``False``.
 """
 
 from __future__ import annotations
@@ -20,8 +28,8 @@ import numbers
 import keras
 import tensorflow as tf
 
-from progan_tf.layers import (Downscale2D, EqualizedConv2D, EqualizedDense, MinibatchStdDev,
-                              PixelNorm, Upscale2D, WeightedSum)
+from progan_tf.layers import (Downscale2D, EqualizedConv2D, EqualizedConv2DDownscale, EqualizedDense,
+                              EqualizedUpscaleConv2D, MinibatchStdDev, PixelNorm, Upscale2D, WeightedSum)
 
 _PACKAGE = "progan_tf"
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 1024
@@ -49,7 +57,7 @@ class _GrowingNetwork(keras.Model):
     """Configuration and stage checks shared by G and D."""
 
     def __init__(self, resolution=32, num_channels=1, label_size=0, fmap_base=8192, fmap_decay=1.0,
-                 fmap_max=512, use_wscale=True, use_leakyrelu=True, **kwargs):
+                 fmap_max=512, use_wscale=True, use_leakyrelu=True, fused_scale=True, **kwargs):
         super().__init__(**kwargs)
         self.resolution = int(resolution)
         self.resolution_log2 = resolution_log2(resolution)
@@ -62,6 +70,12 @@ class _GrowingNetwork(keras.Model):
         self.fmap_base, self.fmap_decay, self.fmap_max = int(fmap_base), float(fmap_decay), int(fmap_max)
         self.use_wscale = bool(use_wscale)
         self.use_leakyrelu = bool(use_leakyrelu)
+        self.fused_scale = bool(fused_scale)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # A config saved before ``fused_scale`` existed describes the separate (non-fused) layers.
+        return super().from_config({"fused_scale": False, **config}, custom_objects)
 
     def nf(self, stage: int) -> int:
         return num_features(stage, self.fmap_base, self.fmap_decay, self.fmap_max)
@@ -98,7 +112,8 @@ class _GrowingNetwork(keras.Model):
     def get_config(self):
         return {**super().get_config(), "resolution": self.resolution, "num_channels": self.num_channels,
                 "label_size": self.label_size, "fmap_base": self.fmap_base, "fmap_decay": self.fmap_decay,
-                "fmap_max": self.fmap_max, "use_wscale": self.use_wscale, "use_leakyrelu": self.use_leakyrelu}
+                "fmap_max": self.fmap_max, "use_wscale": self.use_wscale, "use_leakyrelu": self.use_leakyrelu,
+                "fused_scale": self.fused_scale}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -110,9 +125,9 @@ class Generator(_GrowingNetwork):
 
     def __init__(self, resolution=32, num_channels=1, label_size=0, fmap_base=8192, fmap_decay=1.0,
                  fmap_max=512, latent_size=None, normalize_latents=True, use_wscale=True,
-                 use_pixelnorm=True, pixelnorm_epsilon=1e-8, use_leakyrelu=True, **kwargs):
+                 use_pixelnorm=True, pixelnorm_epsilon=1e-8, use_leakyrelu=True, fused_scale=True, **kwargs):
         super().__init__(resolution, num_channels, label_size, fmap_base, fmap_decay, fmap_max,
-                         use_wscale, use_leakyrelu, **kwargs)
+                         use_wscale, use_leakyrelu, fused_scale, **kwargs)
         self.latent_size = int(latent_size) if latent_size is not None else self.nf(0)
         if self.latent_size < 1:
             raise ValueError(f"latent_size must be positive, got {latent_size!r}")
@@ -132,7 +147,8 @@ class Generator(_GrowingNetwork):
         for r in range(2, self.resolution_log2 + 1):
             size, nf = 2 ** r, self.nf(r - 1)
             for k in range(1 if r == 2 else 2):
-                setattr(self, f"conv{k}_{size}x{size}", EqualizedConv2D(nf, 3, name=f"{size}x{size}_conv{k}", **eq))
+                conv = EqualizedUpscaleConv2D if (k == 0 and r > 2 and self.fused_scale) else EqualizedConv2D
+                setattr(self, f"conv{k}_{size}x{size}", conv(nf, 3, name=f"{size}x{size}_conv{k}", **eq))
             setattr(self, f"to_rgb_{size}x{size}",
                     EqualizedConv2D(self.num_channels, 1, gain=1.0, name=f"to_rgb_{size}x{size}", **eq))
         self._build_all()
@@ -149,7 +165,8 @@ class Generator(_GrowingNetwork):
         for r in range(2, self.resolution_log2 + 1):
             size, c_in = 2 ** r, self.nf(max(r - 2, 1))
             for conv in convs[r]:
-                conv.build((None, size, size, c_in))
+                in_size = size // 2 if isinstance(conv, EqualizedUpscaleConv2D) else size
+                conv.build((None, in_size, in_size, c_in))
                 c_in = conv.filters
             to_rgb[r].build((None, size, size, c_in))
         self.built = True
@@ -175,8 +192,8 @@ class Generator(_GrowingNetwork):
             x = self.dense(x)
             x = tf.reshape(x, [-1, 4, 4, self.nf(1)])
             x = self._norm(self.act(tf.nn.bias_add(x, tf.cast(self.dense_bias, x.dtype))))
-        else:
-            x = self.upscale(x)
+        elif not self.fused_scale:
+            x = self.upscale(x)      # fused: the first conv upscales
         for k in range(1 if r == 2 else 2):
             x = self._norm(self.act(getattr(self, f"conv{k}_{2 ** r}x{2 ** r}")(x)))
         return x
@@ -218,9 +235,10 @@ class Discriminator(_GrowingNetwork):
     """
 
     def __init__(self, resolution=32, num_channels=1, label_size=0, fmap_base=8192, fmap_decay=1.0,
-                 fmap_max=512, mbstd_group_size=4, use_wscale=True, use_leakyrelu=True, **kwargs):
+                 fmap_max=512, mbstd_group_size=4, use_wscale=True, use_leakyrelu=True, fused_scale=True,
+                 **kwargs):
         super().__init__(resolution, num_channels, label_size, fmap_base, fmap_decay, fmap_max,
-                         use_wscale, use_leakyrelu, **kwargs)
+                         use_wscale, use_leakyrelu, fused_scale, **kwargs)
         self.mbstd_group_size = int(mbstd_group_size)
         eq = dict(use_wscale=self.use_wscale, dtype=self.dtype_policy)
         self.downscale = Downscale2D(2, name="downscale", dtype=self.dtype_policy)
@@ -235,7 +253,8 @@ class Discriminator(_GrowingNetwork):
                 self.conv0_4x4 = EqualizedConv2D(self.nf(1), 3, name="4x4_conv0", **eq)
             else:
                 setattr(self, f"conv0_{size}x{size}", EqualizedConv2D(self.nf(r - 1), 3, name=f"{size}x{size}_conv0", **eq))
-                setattr(self, f"conv1_{size}x{size}", EqualizedConv2D(self.nf(r - 2), 3, name=f"{size}x{size}_conv1", **eq))
+                last = EqualizedConv2DDownscale if self.fused_scale else EqualizedConv2D
+                setattr(self, f"conv1_{size}x{size}", last(self.nf(r - 2), 3, name=f"{size}x{size}_conv1", **eq))
         self.dense0 = EqualizedDense(self.nf(0), name="4x4_dense0", **eq)
         self.dense1 = EqualizedDense(1 + self.label_size, gain=1.0, name="4x4_dense1", **eq)
         self._build_all()
@@ -277,7 +296,7 @@ class Discriminator(_GrowingNetwork):
             return self.dense1(x)
         for k in range(2):
             x = self.act(getattr(self, f"conv{k}_{2 ** r}x{2 ** r}")(x))
-        return self.downscale(x)
+        return x if self.fused_scale else self.downscale(x)   # fused: the last conv downscales
 
     def call(self, images, res=None, alpha=1.0):
         res = self.check_res(res)

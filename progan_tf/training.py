@@ -35,6 +35,7 @@ from absl import logging
 
 from progan_tf import data as data_lib
 from progan_tf import images as images_lib
+from progan_tf.config import complete_saved_config
 from progan_tf.ema import update_ema
 from progan_tf.losses import get_loss
 from progan_tf.networks import Discriminator, Generator, resolution_log2
@@ -42,6 +43,7 @@ from progan_tf.precision import resolve_jit, resolve_precision
 from progan_tf.schedule import Schedule, new_block_started, training_schedule
 
 CHECKPOINT_DIR = "checkpoints"
+SKIPPED_PREFIX = "Skipped/"     # step statistics: 1 when that step's update was skipped
 NETWORKS_FILE = "networks.json"
 
 # Purposes of the stateless random streams (the first seed word is config.seed + purpose).
@@ -98,17 +100,38 @@ def check_dataset_matches(config, info: data_lib.DatasetInfo) -> None:
 
 @dataclasses.dataclass
 class TickStats:
-    """Running means of the step statistics over one tick."""
+    """Running means of the step statistics over one tick, and the updates skipped in it.
+
+    ``Skipped/D`` and ``Skipped/G`` are 1 for a step whose update was skipped for
+    non-finite gradients; they are summed, not averaged. Non-finite values of the other
+    statistics (a skipped step's losses) are left out of the means.
+    """
     sums: dict = dataclasses.field(default_factory=dict)
     counts: dict = dataclasses.field(default_factory=dict)
+    skipped: dict = dataclasses.field(default_factory=lambda: {"D": 0, "G": 0})
+    updates: dict = dataclasses.field(default_factory=lambda: {"D": 0, "G": 0})
 
     def add(self, values: dict):
         for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value)
-            self.counts[key] = self.counts.get(key, 0) + 1
+            value = float(value)
+            if key.startswith(SKIPPED_PREFIX):
+                net = key[len(SKIPPED_PREFIX):]
+                self.updates[net] += 1
+                self.skipped[net] += int(round(value))
+            elif math.isfinite(value):
+                self.sums[key] = self.sums.get(key, 0.0) + value
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    @property
+    def all_skipped(self) -> bool:
+        """Whether the tick had updates and every one of them was skipped."""
+        total = sum(self.updates.values())
+        return total > 0 and sum(self.skipped.values()) == total
 
     def means(self) -> dict:
-        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+        means = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        means.update({f"{SKIPPED_PREFIX}{net}": float(n) for net, n in self.skipped.items()})
+        return means
 
 
 class Trainer:
@@ -116,7 +139,7 @@ class Trainer:
 
     def __init__(self, config, dataset_dir: str, run_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
                  resume_from: Optional[str] = None):
-        self.config = config
+        self.config = complete_saved_config(config)
         self.run_dir = run_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.num_replicas = self.strategy.num_replicas_in_sync
@@ -316,9 +339,10 @@ class Trainer:
             if scales_penalty:
                 extra["gradient_scale"] = self.D_opt.dynamic_scale
             labels = labels if self.label_size else None
-            loss, stats = self._minimize(self.D_opt, D_vars, minibatch, lambda: self.loss.d_loss(
+            loss, stats, skipped = self._minimize(self.D_opt, D_vars, minibatch, lambda: self.loss.d_loss(
                 self.G, self.D, z, x, labels, res=res, alpha=alpha, **d_opts, **extra))
-            return _sums({"Loss/D": loss, **{f"Loss/{k}": v for k, v in stats.items()}}, minibatch)
+            return {**_sums({"Loss/D": loss, **{f"Loss/{k}": v for k, v in stats.items()}}, minibatch),
+                    f"{SKIPPED_PREFIX}D": skipped / R}
 
         def g_replica(alpha, iteration):
             idx = self._replica_indices(local)
@@ -329,9 +353,10 @@ class Trainer:
                 picks = tf.random.stateless_uniform([minibatch], self._seed(_RNG_G_LABELS, iteration),
                                                     maxval=self.info.num_images, dtype=tf.int32)
                 fake_labels = tf.gather(all_labels, tf.gather(picks, idx))
-            loss, stats = self._minimize(self.G_opt, G_vars, minibatch, lambda: self.loss.g_loss(
+            loss, stats, skipped = self._minimize(self.G_opt, G_vars, minibatch, lambda: self.loss.g_loss(
                 self.G, self.D, z, fake_labels, res=res, alpha=alpha, **g_opts))
-            return _sums({"Loss/G": loss, **{f"Loss/G_{k}": v for k, v in stats.items()}}, minibatch)
+            return {**_sums({"Loss/G": loss, **{f"Loss/G_{k}": v for k, v in stats.items()}}, minibatch),
+                    f"{SKIPPED_PREFIX}G": skipped / R}
 
         strategy = self.strategy
         if self.jit_compile and R > 1:   # XLA compiles the per-replica work; the all-reduce stays outside
@@ -354,16 +379,24 @@ class Trainer:
     def _minimize(self, optimizer, variables, global_batch: int, loss_fn):
         """One optimizer step on this replica's share of ``loss_fn()``'s per-sample losses.
 
-        The sum is divided by the *global* batch (Keras optimizers sum gradients over replicas);
-        under float16 the loss is scaled and the loss-scale optimizer unscales and skips overflows.
+        The sum is divided by the *global* batch (Keras optimizers sum gradients over replicas).
+        As the original does, the update is skipped when any gradient of any replica is not
+        finite (docs/method.md, "Non-finite gradients"); under float16 the loss is scaled and
+        the loss-scale optimizer unscales, skips the same steps and lowers its scale.
+        Returns ``(per-sample loss, stats, 1.0 if the update was skipped else 0.0)``.
         """
         with tf.GradientTape() as tape:
             loss, stats = loss_fn()
             total = tf.reduce_sum(loss) / global_batch
             if self.loss_scaling:
                 total = optimizer.scale_loss(total)
-        optimizer.apply(tape.gradient(total, variables), variables)
-        return loss, stats
+        grads = tape.gradient(total, variables)
+        finite = all_replicas_finite(grads)
+        if self.loss_scaling:
+            optimizer.apply(grads, variables)
+        else:
+            apply_if(finite, optimizer, grads, variables)
+        return loss, stats, 1.0 - tf.cast(finite, tf.float32)
 
     def step_functions(self, res: int, minibatch: int):
         key = (res, minibatch)
@@ -493,13 +526,12 @@ class Trainer:
                 pass
         return previous
 
-    def _check_finite(self, pending: list):
-        for kimg, values in pending:
-            for key in ("Loss/D", "Loss/G"):
-                if key in values and not math.isfinite(values[key]):
-                    raise TrainingError(
-                        f"non-finite {key} ({values[key]}) at kimg {kimg:.1f}; stopping. Last good checkpoint: "
-                        f"{self.manager.latest_checkpoint or 'none yet'}")
+    def _check_progress(self, stats: TickStats, tick: int, kimg: float):
+        """Stops when every update of a tick was skipped for non-finite gradients: training is stuck."""
+        if stats.all_skipped:
+            raise TrainingError(
+                f"every update of tick {tick} (to kimg {kimg:.1f}) was skipped: the gradients were not finite; "
+                f"stopping. Last good checkpoint: {self.manager.latest_checkpoint or 'none yet'}")
 
     def run(self) -> dict:
         c = self.config
@@ -559,8 +591,6 @@ class Trainer:
             progress.update(int(self.nimg.numpy()) - nimg, sched)
 
             if len(pending) >= max(1, c.train.check_finite_every):
-                pending = [(k, {n: float(v) for n, v in vals.items()}) for k, vals in pending]
-                self._check_finite(pending)
                 for _, vals in pending:
                     stats.add(vals)
                 pending = []
@@ -570,13 +600,12 @@ class Trainer:
             stop = self._all_agree_to_stop(
                 self._stop_signal is not None or (deadline is not None and time.time() >= deadline))
             if nimg >= tick_start_nimg + sched.tick_kimg * 1000 or done or stop:
-                pending = [(k, {n: float(v) for n, v in vals.items()}) for k, vals in pending]
-                self._check_finite(pending)
                 for _, vals in pending:
                     stats.add(vals)
                 pending = []
                 self.tick.assign_add(1)
                 tick = int(self.tick.numpy())
+                self._check_progress(stats, tick, nimg / 1000)
                 now = time.time()
                 tick_kimg = (nimg - tick_start_nimg) / 1000.0
                 tick_time = now - tick_start_time
@@ -619,6 +648,9 @@ class Trainer:
         line = (f"tick {tick:<5d} kimg {nimg / 1000:<8.1f} lod {sched.lod:<5.2f} minibatch {sched.minibatch:<4d} "
                 f"time {_format_time(total_time):<12s} sec/tick {tick_time:<7.1f} "
                 f"sec/kimg {tick_time / max(tick_kimg, 1e-9):<7.2f} maintenance {maintenance:.1f}")
+        skipped = {net[len(SKIPPED_PREFIX):]: int(n) for net, n in means.items() if net.startswith(SKIPPED_PREFIX)}
+        if any(skipped.values()):   # the original skips updates with non-finite gradients; say how many
+            line += " skipped " + " ".join(f"{net} {n}" for net, n in sorted(skipped.items()))
         self._log(line)
         kimg = nimg // 1000
         with self._summary_writer.as_default(step=kimg):
@@ -651,6 +683,42 @@ def worker_role(strategy) -> tuple[int, bool]:
     if "chief" in cluster:
         return workers, resolver.task_type == "chief"
     return workers, resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def _all_finite(grads):
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+
+
+def all_replicas_finite(grads):
+    """Whether every gradient of every replica is finite (the same answer on all replicas)."""
+    bad = 1.0 - tf.cast(_all_finite(grads), tf.float32)
+    bad = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, bad)
+    return tf.equal(bad, 0.0)
+
+
+def apply_if(finite, optimizer, grads, variables):
+    """``optimizer.apply(grads, variables)`` only where ``finite`` (a replica-context bool that all
+    replicas agree on); otherwise the step leaves weights, moments and the iteration count alone.
+
+    A cond in replica context may not hold a ``merge_call``, which Keras' apply uses under
+    strategies that merge; there the cond is taken in cross-replica context, as Keras'
+    own LossScaleOptimizer does.
+    """
+    def apply():
+        optimizer.apply(grads, variables)
+        return tf.constant(True)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, apply, lambda: tf.constant(False))
+        return
+
+    def cross_replica(distribution, finite, grads):
+        def apply_each():
+            distribution.extended.call_for_each_replica(lambda g: optimizer.apply(g, variables), args=(grads,))
+            return tf.constant(True)
+        tf.cond(distribution.experimental_local_results(finite)[0], apply_each, lambda: tf.constant(False))
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
 
 
 def _accepted(fn, options) -> dict:

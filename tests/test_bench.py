@@ -1,4 +1,4 @@
-"""progan-bench: FLOP counting against BENCHMARK.md's independent count, and the JSON-lines output."""
+"""progan-bench: FLOP counting against an independent count (docs/speed.md), and the JSON-lines output."""
 import json
 import os
 import subprocess
@@ -14,7 +14,8 @@ B32 = dict(resolution=32, num_channels=1, fmap_base=2048, fmap_max=256)
 
 
 def test_b32_training_flops_match_the_reference_count():
-    G, D = Generator(**B32), Discriminator(**B32)
+    """30.28 GFLOP per real image: the reference count for the separate (non-fused) layers."""
+    G, D = Generator(**B32, fused_scale=False), Discriminator(**B32, fused_scale=False)
     assert generator_flops(G, 5) / 1e9 == pytest.approx(1.68, rel=0.01)      # "G forward 1.68"
     fg, fd = generator_flops(G, 5), discriminator_flops(D, 5)
     assert (fg + 12 * fd) / 1e9 == pytest.approx(21.87, rel=0.01)             # D step
@@ -24,10 +25,39 @@ def test_b32_training_flops_match_the_reference_count():
     assert generator_flops(G, 4) < generator_flops(G, 5) / 2
 
 
+def _profiled_forward_flops(net, spec):
+    """TensorFlow's own count of the float ops in a traced forward pass (convs, matmuls and the
+    small elementwise ops, which the model count leaves out)."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    graph = tf.function(lambda x: net(x)).get_concrete_function(spec).graph
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return model_analyzer.profile(graph, options=options).total_float_ops
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_forward_flops_are_those_tensorflow_executes(fused):
+    import tensorflow as tf
+    G, D = Generator(**B32, fused_scale=fused), Discriminator(**B32, fused_scale=fused)
+    for ours, net, spec in ((generator_flops(G, 5), G, tf.TensorSpec([1, 256])),
+                            (discriminator_flops(D, 5), D, tf.TensorSpec([1, 32, 32, 1]))):
+        executed = _profiled_forward_flops(net, spec)
+        assert ours <= executed and ours == pytest.approx(executed, rel=0.02)
+
+
+def test_the_fused_layers_execute_fewer_flops():
+    fused = training_flops_per_image(Generator(**B32), Discriminator(**B32), 5)
+    separate = training_flops_per_image(Generator(**B32, fused_scale=False), Discriminator(**B32, fused_scale=False), 5)
+    assert fused / 1e9 == pytest.approx(20.47, rel=0.01)
+    assert separate / fused == pytest.approx(1.48, rel=0.01)
+
+
 def test_cli_prints_one_json_object_per_figure():
     out = subprocess.run(
         [sys.executable, "-m", "progan_tf.bench", "--config=B32", "--seconds=0.2", "--repeats=2",
-         "--figures=gen_img_s,data_img_s"],
+         "--figures=gen_img_s,data_img_s", "--fused_scale=on"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -35,7 +65,7 @@ def test_cli_prints_one_json_object_per_figure():
     assert [r["name"] for r in lines] == ["gen_img_s", "data_img_s"]
     for r in lines:
         assert {"name", "median", "min", "max", "unit", "tensorflow", "threads", "xla", "precision", "cpu",
-                "amx_bf16", "avx512_bf16", "gpus"} <= r.keys()
+                "amx_bf16", "avx512_bf16", "gpus", "fused_scale"} <= r.keys()
         assert 0 < r["min"] <= r["median"] <= r["max"] and r["unit"] == "img/s"
 
 
@@ -63,7 +93,7 @@ def test_conv_rate_step_runs_every_conv_it_counts():
     """The reference rate counts forward, input-gradient and weight-gradient convs; each
     must feed the result, or grappler prunes it and the rate comes out too high."""
     from progan_tf.bench import conv_flops, conv_rate_step
-    G = Generator(**B32)
+    G = Generator(**B32)          # fused: each fused layer counts as the plain 3x3 conv it fuses
     step, flops = conv_rate_step(G, minibatch=4)
     graph = step.get_concrete_function().graph
     types = _ops_feeding(graph.outputs)
@@ -72,12 +102,13 @@ def test_conv_rate_step_runs_every_conv_it_counts():
     assert types.count("Conv2D") == n
     assert types.count("Conv2DBackpropInput") == n
     assert types.count("Conv2DBackpropFilter") == n
-    assert flops == 3 * 4 * sum(conv_flops(c, 2 ** r) for r in range(3, 6) for c in G.convs[r])
+    plain = Generator(**B32, fused_scale=False)
+    assert flops == 3 * 4 * sum(conv_flops(c, 2 ** r) for r in range(3, 6) for c in plain.convs[r])
 
 
 def test_gflop_figures_report_float32_and_bfloat16_machine_rates():
     from progan_tf.bench import run_benchmark
-    results = run_benchmark("B32", seconds=0.01, repeats=1, figures=["train_gflop_s"])
+    results = run_benchmark("B32", seconds=0.01, repeats=1, figures=["train_gflop_s"], fused_scale=False)
     names = [(r["name"], r.get("kernel_dtype")) for r in results]
     assert names == [("train_gflop_s", None),
                      ("conv3x3_fwd_bwd_gflop_s", "float32"), ("matmul_gflop_s", "float32"),

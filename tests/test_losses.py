@@ -12,6 +12,8 @@ N, S, C, L = 4, 4, 1, 3
 class LinearD:
     """D(x) = [sum(w * x) + c, x_flat @ V]: its input gradient is w for every sample."""
 
+    resolution_log2 = 2    # a 4x4 network: the stage is the full resolution
+
     def __init__(self, label_size=L):
         rng = np.random.RandomState(1)
         self.w = rng.randn(S, S, C).astype(np.float32) * 0.2
@@ -117,6 +119,19 @@ def test_logistic_r1_and_lsgan_d_by_hand(batch):
     loss, _ = losses.d_lsgan(G, D, z, reals, labels, res=2)
     np.testing.assert_allclose(loss.numpy(), 0.5 * (real_s - 1) ** 2 + 0.5 * fake_s ** 2 + xent,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_penalties_below_full_resolution_are_taken_at_its_scale(batch):
+    """A 4x4 stage of a 16x16 network: the norm w.r.t. the 16x16 image is the stage norm / 4."""
+    reals, fakes, labels, z = batch
+    d = LinearD()
+    d.resolution_log2 = 4
+    norm = np.sqrt((d.w ** 2).sum())
+    _, stats = losses.d_wgan_gp(ConstantG(fakes), d, z, reals, labels, res=2)
+    np.testing.assert_allclose(stats["mixed_norms"].numpy(), [norm / 4] * N, rtol=1e-5)
+    np.testing.assert_allclose(stats["gradient_penalty"].numpy(), [(norm / 4 - 1) ** 2] * N, rtol=1e-5)
+    _, stats = losses.d_logistic_r1(ConstantG(fakes), d, z, reals, labels, res=2)
+    np.testing.assert_allclose(stats["r1_penalty"].numpy(), [norm ** 2 / 16] * N, rtol=1e-5)
 
 
 def test_gradient_penalty_matches_finite_differences():

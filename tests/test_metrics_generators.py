@@ -184,7 +184,7 @@ def test_fid_of_a_checkpoint_with_a_keras_extractor(run_dir, dataset, tmp_path, 
 def test_conditional_run_draws_labels_from_the_dataset(tmp_path, dataset):
     from progan_tf.snapshot import load_snapshot
 
-    run = train_run(tmp_path / "cond", dataset, **{"train.total_kimg": 0.2})  # use_labels=True by default
+    run = train_run(tmp_path / "cond", dataset, **{"train.total_kimg": 0.2, "dataset.use_labels": True})
     snap = load_snapshot(run)
     assert snap.Gs.label_size == 10
     assert run_cli("--metrics=swd", f"--num_images={N}", f"--seed={SEED}", run) == 0

@@ -56,6 +56,17 @@ def checkpoint_values(prefix):
             if "VARIABLE_VALUE" in k and "save_counter" not in k}
 
 
+def tensorboard_scalars(run_dir):
+    """``tag -> [values in step order]`` of a run's TensorBoard scalars."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(run_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.HasField("tensor") and value.metadata.plugin_data.plugin_name == "scalars":
+                    out.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    return out
+
+
 def assert_same_training(a, b):
     """Two runs that should compute the same thing in a different float order (one device vs several).
 
@@ -190,18 +201,55 @@ def test_sigterm_writes_a_checkpoint_and_resume_goes_on(tmp_path):
     assert f"Resumed from {prefix}" in open(log).read()
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_tick_of_only_skipped_updates_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     trainer = Trainer(tiny_config(**{"train.total_kimg": 0.2}), DATASET, str(tmp_path))
     trainer.run()
     good = trainer.manager.latest_checkpoint
     trainer.config.train.total_kimg = 0.6
     weight = trainer.D.trainable_variables[0]
     weight.assign(tf.fill(weight.shape, np.nan))
-    with pytest.raises(TrainingError, match=r"non-finite Loss/D .*Last good checkpoint: .*ckpt-224"):
+    with pytest.raises(TrainingError, match=r"every update of tick 2 .* was skipped.*Last good checkpoint: .*ckpt-224"):
         trainer.run()
     trainer.close()
     assert trainer.manager.latest_checkpoint == good
     assert all(np.isfinite(v).all() for v in checkpoint_values(good).values())
+
+
+class _PoisonOneStep:
+    """The configured loss, except that the D loss of the ``at``-th D step (counted inside the
+    compiled step) is NaN, so that step's gradients are not finite."""
+
+    def __init__(self, loss, at):
+        self.name, self.g_loss, self._d_loss = loss.name, loss.g_loss, loss.d_loss
+        self.count, self.at = tf.Variable(0, dtype=tf.int64), at
+
+    def d_loss(self, *args, **kwargs):
+        loss, stats = self._d_loss(*args, **kwargs)
+        step = self.count.assign_add(1)
+        factor = tf.where(tf.equal(step, self.at), tf.constant(np.nan, loss.dtype), tf.constant(1.0, loss.dtype))
+        return loss * factor, stats      # NaN times the loss: NaN gradients for that step
+
+
+def test_a_non_finite_gradient_is_skipped_and_counted_and_training_goes_on(tmp_path):
+    # No Adam reset at new stages, so that the iteration counters count every applied update.
+    config = tiny_config(**{"train.total_kimg": 0.4, "train.reset_opt_for_new_lod": False})
+    trainer = Trainer(config, DATASET, str(tmp_path))
+    trainer.loss = _PoisonOneStep(trainer.loss, at=5)
+    d_weights = [v.numpy() for v in trainer.D.trainable_variables]
+    summary = trainer.run()
+    trainer.close()
+    assert summary["stopped_by"] == "done"
+    d_steps = int(trainer.nimg.numpy()) // 8
+    assert int(trainer.D_adam.iterations.numpy()) == d_steps - 1       # exactly one update skipped
+    assert int(trainer.G_adam.iterations.numpy()) == int(trainer.iteration.numpy())
+    assert all(np.isfinite(v.numpy()).all() for v in trainer.D.weights + trainer.G.weights + trainer.Gs.weights)
+    assert any(not np.array_equal(a, v.numpy()) for a, v in zip(d_weights, trainer.D.trainable_variables))
+    log = open(os.path.join(str(tmp_path), "log.txt")).read().splitlines()
+    ticks = [line for line in log if line.startswith("tick ")]
+    assert ticks[0].endswith("skipped D 1 G 0") and not any("skipped" in t for t in ticks[1:])
+    scalars = tensorboard_scalars(str(tmp_path))
+    assert scalars["Skipped/D"][0] == 1.0 and sum(scalars["Skipped/D"]) == 1.0
+    assert sum(scalars["Skipped/G"]) == 0.0
 
 
 def test_bad_input_is_reported_before_training(tmp_path):
@@ -270,3 +318,31 @@ def test_fid_during_training_with_a_local_feature_extractor(tmp_path):
         bad = tiny_config(**{"train.metrics": "fid", f"train.{field}": str(tmp_path / "missing.h5")})
         with pytest.raises(TrainingError, match=f"train.{field}: not found: .*missing.h5"):
             Trainer(bad, str(dataset), str(tmp_path / f"run-{field}"))
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_apply_if_finite_skips_the_whole_update(strategy):
+    """The skip under the default strategy and under MirroredStrategy, whose optimizer apply
+    merges across replicas (the skip's cond is then taken in cross-replica context)."""
+    from progan_tf.training import all_replicas_finite, apply_if
+
+    strat = tf.distribute.MirroredStrategy(["/cpu:0"]) if strategy == "mirrored" else tf.distribute.get_strategy()
+    with strat.scope():
+        w = tf.Variable([1.0, 2.0])
+        opt = keras.optimizers.Adam(0.1)
+        opt.build([w])
+
+    @tf.function
+    def step(scale):
+        def replica():
+            grads = [tf.constant([1.0, 1.0]) * scale]
+            finite = all_replicas_finite(grads)
+            apply_if(finite, opt, grads, [w])
+            return tf.cast(finite, tf.float32)
+        return strat.reduce(tf.distribute.ReduceOp.SUM, strat.run(replica), axis=None)
+
+    assert float(step(tf.constant(np.inf))) == 0.0
+    assert int(opt.iterations.numpy()) == 0 and w.numpy().tolist() == [1.0, 2.0]
+    assert all(float(tf.reduce_sum(v)) == 0.0 for v in opt.variables if v.name != "learning_rate" and "iteration" not in v.name)
+    assert float(step(tf.constant(1.0))) == 1.0
+    assert int(opt.iterations.numpy()) == 1 and w.numpy()[0] < 1.0
