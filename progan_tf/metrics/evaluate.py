@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 from absl import logging
@@ -58,7 +58,7 @@ def _dataset_fingerprint(info, res_log2: int) -> str:
 def dataset_source(dataset_dir: str, offset: int = 0, res_log2: Optional[int] = None,
                    cache: Optional[cache_lib.StatsCache] = None, label: Optional[str] = None) -> ImageSource:
     """Images `offset`, `offset + 1`, ... of a dataset directory in file order (top level by default)."""
-    from progan_tf import data
+    from progan_tf import data  # lazily: it loads TensorFlow
 
     info = data.read_dataset_info(dataset_dir)
     level = info.resolution_log2 if res_log2 is None else int(res_log2)
