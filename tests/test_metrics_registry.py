@@ -138,7 +138,9 @@ def test_registration_checks_names_and_needs(registered):
     for attrs in ({"name": "Bad-Name"}, {"name": "ok", "needs": "pairs"},
                   {"name": "ok", "needs": Features("features", extractor="vgg")}):
         with pytest.raises(ValueError):
-            register_metric(type("Broken", (Metric,), attrs))
+            register_metric(type("Broken", (Brightness,), attrs))
+    with pytest.raises(TypeError, match="must implement accumulator"):
+        register_metric(type("Incomplete", (Metric,), {"name": "ok"}))
     with pytest.raises(TypeError):
         register_metric(object)
     assert "ok" not in registry.metric_names()

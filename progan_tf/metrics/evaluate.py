@@ -29,7 +29,9 @@ from progan_tf.metrics.extractors import ExtractorOptions, Extractors
 from progan_tf.metrics.registry import Arrays, Features, Metric
 
 __all__ = ["ImageSource", "dataset_source", "generator_source", "ExtractorOptions", "Evaluator",
-           "flatten_results"]
+           "ResultsByMetric", "flatten_results"]
+
+ResultsByMetric = Dict[str, Dict[str, float]]  # {metric name: {result key: value}}
 
 
 @dataclasses.dataclass
@@ -115,7 +117,7 @@ class _ExtractorFeed:
             accumulator.add(outputs[self.outputs[name]])
 
 
-def flatten_results(by_metric: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+def flatten_results(by_metric: ResultsByMetric) -> Dict[str, float]:
     """One dict of all metrics' values, in metric order; ValueError if two metrics report the same key."""
     flat = {}
     for name, values in by_metric.items():
@@ -223,7 +225,7 @@ class Evaluator:
 
     # -- metrics
 
-    def evaluate_by_metric(self, reference: ImageSource, evaluated: ImageSource) -> Dict[str, Dict[str, float]]:
+    def evaluate_by_metric(self, reference: ImageSource, evaluated: ImageSource) -> ResultsByMetric:
         """``{metric name: {result key: value}}`` between `reference` (e.g. reals) and `evaluated` (e.g. fakes)."""
         for source in (reference, evaluated):
             if source.available is not None and source.available < self.num_images:

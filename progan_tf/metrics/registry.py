@@ -20,7 +20,9 @@ over each image set and caches the statistics of dataset images under
 ``cache_key(name, dataset, ..., statistics_id(...))``. The built-in metrics
 (swd, fid, is, msssim) are registered by `builtin`, which `evaluate` imports.
 """
+import abc
 import dataclasses
+import inspect
 import re
 from typing import ClassVar, Dict, List, Optional, Protocol, Sequence, Type, Union
 
@@ -63,7 +65,7 @@ class Accumulator(Protocol):
     def statistics(self) -> Arrays: ...
 
 
-class Metric:
+class Metric(abc.ABC):
     """Base class of registered metrics; one instance per `Evaluator`, with its `settings`.
 
     Subclasses set `name` (lower case, file-name safe: ``--metrics`` and
@@ -87,11 +89,13 @@ class Metric:
         """
         return extractor_name if extractor_name is not None else f"seed{self.settings.seed}"
 
+    @abc.abstractmethod
     def accumulator(self) -> Accumulator:
-        raise NotImplementedError(f"metric {self.name!r} defines no accumulator")
+        """A fresh accumulator for one image set of ``settings.num_images`` images."""
 
+    @abc.abstractmethod
     def results(self, reference: Arrays, evaluated: Arrays) -> Dict[str, float]:
-        raise NotImplementedError(f"metric {self.name!r} defines no results")
+        """This metric's values from the statistics of the reference set and of the evaluated set."""
 
 
 _REGISTRY: Dict[str, Type[Metric]] = {}
@@ -111,6 +115,8 @@ def register_metric(cls: Type[Metric]) -> Type[Metric]:
             raise ValueError(f"metric {cls.name!r}: unknown extractor {cls.needs.extractor!r} (fid or inception)")
     elif cls.needs != IMAGES:
         raise ValueError(f"metric {cls.name!r}: needs must be IMAGES or Features(...), got {cls.needs!r}")
+    if inspect.isabstract(cls):
+        raise TypeError(f"metric {cls.name!r} must implement accumulator() and results()")
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -16,8 +16,6 @@ from absl import logging
 from progan_tf.metrics import cache as cache_lib
 from progan_tf.metrics import evaluate, generators, registry
 
-ResultsByMetric = Dict[str, Dict[str, float]]  # {metric name: {result key: value}}, see `Evaluator.evaluate_by_metric`
-
 
 def cache_dir_for(dataset_dir: str, fallback_dir: Optional[str] = None) -> str:
     """``<dataset_dir>/.metrics-cache``, or ``<fallback_dir>/.metrics-cache`` if the dataset is read-only."""
@@ -70,7 +68,7 @@ class MetricsLog:
         return self._writer
 
     def write(self, name: str, kimg: Optional[float], num_images: int, seconds: float,
-              by_metric: ResultsByMetric) -> None:
+              by_metric: evaluate.ResultsByMetric) -> None:
         """One line in each metric's file; TensorBoard scalars of every value (unless `kimg` is None)."""
         os.makedirs(self.directory, exist_ok=True)
         for metric in self.metrics:
