@@ -98,7 +98,7 @@ def test_fid_and_is_share_one_pass_and_are_cached(tmp_path, toy_inception):
     feats, probs = np.asarray(out["features"], np.float64), np.asarray(out["probs"], np.float64)
     assert first["IS_ref"] == pytest.approx(is_lib.inception_score_from_probs(probs)[0], rel=1e-5)
     stats = fid.GaussianStats()
-    stats.update(feats)
+    stats.add(feats)
     second = evaluator.evaluate(reals.source, evaluate.generator_source(lambda n, b: [reals.images[:n]], "same"))
     assert reals.reads == 1  # the reals came from the cache
     assert second["FID"] == pytest.approx(0.0, abs=1e-6)

@@ -60,7 +60,7 @@ def test_frechet_distance_of_same_statistics_is_zero():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((50, 64))  # fewer samples than dimensions: singular covariance
     stats = fid.GaussianStats()
-    stats.update(x)
+    stats.add(x)
     assert abs(fid.fid_from_stats(stats, stats)) < 1e-9
 
 
@@ -69,7 +69,7 @@ def test_gaussian_stats_streaming_matches_numpy():
     x = rng.standard_normal((333, 16)) * 5 + 1000.0  # large mean: the naive formula would lose digits
     stats = fid.GaussianStats()
     for chunk in np.array_split(x, [1, 50, 51, 200]):
-        stats.update(chunk)
+        stats.add(chunk)
     assert stats.count == 333
     np.testing.assert_allclose(stats.mean, x.mean(axis=0), rtol=1e-13)
     np.testing.assert_allclose(stats.cov, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10)
@@ -185,7 +185,7 @@ def test_streaming_inception_score_matches_reference():
     probs = np.random.default_rng(9).dirichlet(np.full(12, 0.3), size=1003)
     acc = is_lib.InceptionScoreAccumulator(1003)
     for chunk in np.array_split(probs, [7, 100, 101, 640]):
-        acc.update(chunk)
+        acc.add(chunk)
     got = acc.result()
     np.testing.assert_allclose(got, ref_inception_score(np.clip(probs, 1e-300, None)), rtol=1e-10)
 

@@ -34,6 +34,8 @@ from typing import Dict, List, Optional
 from absl import app, flags, logging
 
 from progan_tf import toolflags
+from progan_tf.metrics import cache as cache_lib
+from progan_tf.metrics import evaluate, fid, generators, registry, runs
 
 # Own FlagValues, not absl's global FLAGS, so importing this module next to
 # other CLIs (train, dataset tool) cannot clash on flag names like --dataset_dir.
@@ -43,7 +45,7 @@ _integer = functools.partial(flags.DEFINE_integer, flag_values=FLAGS)
 _string = functools.partial(flags.DEFINE_string, flag_values=FLAGS)
 _list = functools.partial(flags.DEFINE_list, flag_values=FLAGS)
 
-_list("metrics", ["swd"], "Metrics to compute: swd, fid, is, msssim.")
+_list("metrics", ["swd"], f"Metrics to compute: {', '.join(registry.metric_names())}.")
 _integer("num_images", 10000, "Images per set (MS-SSIM uses num_images // 2 pairs).")
 _string("dataset_dir", None, "Dataset directory (TFRecord pyramid) of the reference images "
                              "(default for a run or checkpoint: the dataset in its run.json).")
@@ -100,8 +102,6 @@ def _res_log2() -> Optional[int]:
 
 
 def _sources(cache_for):
-    from progan_tf.metrics import evaluate
-
     res_log2 = _res_log2()
     first = evaluate.dataset_source(FLAGS.dataset_dir, 0, res_log2, cache_for(FLAGS.dataset_dir))
     if FLAGS.split_halves:
@@ -128,7 +128,6 @@ def _evaluate_datasets(evaluator, cache_for) -> int:
     print(f"{reference.label} vs {evaluated.label}, {FLAGS.num_images} images each, {seconds:.1f} s")
     print(format_table(result))
     if FLAGS.output:
-        from progan_tf.metrics import runs
         runs.append_metric_line(FLAGS.output, FLAGS.label or evaluated.label, None, FLAGS.num_images, seconds,
                                 result)
     return 0
@@ -151,8 +150,6 @@ class _RowPrinter:
 
 def _evaluate_generators(target_path: str, evaluator, cache_for) -> int:
     """A run directory (every checkpoint), a checkpoint or a SavedModel against its dataset."""
-    from progan_tf.metrics import evaluate, generators, runs
-
     targets, run_dir = generators.resolve_targets(target_path)
     dataset_dir = FLAGS.dataset_dir or generators.default_dataset_dir(targets, run_dir)
     if not dataset_dir:
@@ -178,11 +175,7 @@ def _evaluate_generators(target_path: str, evaluator, cache_for) -> int:
 
 
 def main(argv: List[str]) -> Optional[int]:
-    from progan_tf.metrics import cache as cache_lib
-    from progan_tf.metrics import evaluate, fid, generators, runs
-
     _check_args(argv)
-    metrics = [m.strip().lower() for m in FLAGS.metrics if m.strip()]
 
     def cache_for(dataset_dir, fallback_dir=None):
         if not FLAGS.use_cache:
@@ -194,7 +187,7 @@ def main(argv: List[str]) -> Optional[int]:
         options = evaluate.ExtractorOptions(FLAGS.inception_weights, FLAGS.feature_extractor,
                                             FLAGS.extractor_output, input_range,
                                             FLAGS.extractor_input_size, FLAGS.extractor_batch_size)
-        evaluator = evaluate.Evaluator(metrics, FLAGS.num_images, FLAGS.batch_size, FLAGS.seed,
+        evaluator = evaluate.Evaluator(FLAGS.metrics, FLAGS.num_images, FLAGS.batch_size, FLAGS.seed,
                                        FLAGS.num_threads, options)
         if len(argv) > 1:
             return _evaluate_generators(argv[1], evaluator, cache_for)

@@ -57,7 +57,8 @@ class GaussianStats:
         self.mean = None if dim is None else np.zeros(dim)
         self._m2 = None if dim is None else np.zeros((dim, dim))
 
-    def update(self, features) -> None:
+    def add(self, features) -> None:
+        """Adds a [B, ...] batch of feature vectors (flattened to [B, -1])."""
         x = np.asarray(features, np.float64)
         x = x.reshape(len(x), -1)
         n_b = len(x)
@@ -80,6 +81,10 @@ class GaussianStats:
         if self.count < 2:
             raise ValueError("a covariance needs at least 2 feature vectors")
         return self._m2 / (self.count - 1)
+
+    def statistics(self) -> Dict[str, np.ndarray]:
+        """``mean``, ``cov`` and ``count`` as arrays (what the FID of two sets needs; cacheable)."""
+        return {"mean": self.mean, "cov": self.cov, "count": np.array(self.count)}
 
 
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
@@ -316,7 +321,7 @@ def run_extractor(batches: Iterable[np.ndarray], num_images: int, extractor: Fea
 def compute_stats(batches: Iterable[np.ndarray], num_images: int, extractor: FeatureExtractor,
                   progress: Optional[str] = "FID features") -> GaussianStats:
     stats = GaussianStats()
-    run_extractor(batches, num_images, extractor, {"features": stats.update}, progress)
+    run_extractor(batches, num_images, extractor, {"features": stats.add}, progress)
     logging.info("FID: %d feature vectors of dim %d from %s", stats.count, len(stats.mean), extractor.name)
     return stats
 

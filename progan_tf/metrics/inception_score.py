@@ -11,7 +11,7 @@ sum_x sum_y p log p, because
 ``E_x KL(p(y|x) || p(y)) = E_x sum_y p log p - sum_y pbar log pbar`` with pbar
 the part's mean of p(y|x). 0 log 0 counts as 0.
 """
-from typing import Iterable, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 from scipy.special import xlogy
@@ -34,7 +34,8 @@ class InceptionScoreAccumulator:
         self._sum_p = None
         self._sum_plogp = np.zeros(self.splits)
 
-    def update(self, probs) -> None:
+    def add(self, probs) -> None:
+        """Adds the [B, classes] probabilities of the next B images."""
         p = np.asarray(probs, np.float64)
         if self._sum_p is None:
             self._sum_p = np.zeros((self.splits, p.shape[1]))
@@ -59,10 +60,14 @@ class InceptionScoreAccumulator:
         scores = np.exp(kl)
         return float(np.mean(scores)), float(np.std(scores))
 
+    def statistics(self) -> Dict[str, np.ndarray]:
+        """``score``: the array [mean, std] of `result` (cacheable)."""
+        return {"score": np.array(self.result())}
+
 
 def inception_score_from_probs(probs: np.ndarray, splits: int = DEFAULT_SPLITS) -> Tuple[float, float]:
     acc = InceptionScoreAccumulator(len(probs), splits)
-    acc.update(probs)
+    acc.add(probs)
     return acc.result()
 
 
@@ -71,6 +76,6 @@ def inception_score(batches: Iterable[np.ndarray], num_images: int, extractor: "
                     ) -> Tuple[float, float]:
     """Inception score of the first `num_images` images of a stream."""
     acc = InceptionScoreAccumulator(num_images, splits)
-    fid_lib.run_extractor(batches, num_images, extractor, {"probs": acc.update}, progress)
+    fid_lib.run_extractor(batches, num_images, extractor, {"probs": acc.add}, progress)
     return acc.result()
 

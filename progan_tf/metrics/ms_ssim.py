@@ -19,7 +19,7 @@ The set value is the mean over pairs: `num_images` images give
 after a seeded shuffle of each block (see `random_pairs`; the result does not
 depend on how the stream is batched).
 """
-from typing import Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -170,6 +170,10 @@ class MSSSIMAccumulator:
         if not self.count:
             raise ValueError("MS-SSIM needs at least 2 images")
         return self.total / self.count
+
+    def statistics(self) -> Dict[str, np.ndarray]:
+        """``value``: the mean MS-SSIM of `result` as an array (cacheable)."""
+        return {"value": np.array(self.result())}
 
 
 def random_pairs(batches: streams.ImageStream, seed: int = 0, block: Optional[int] = None):

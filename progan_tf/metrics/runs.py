@@ -14,15 +14,7 @@ from typing import Dict, List, Optional, Sequence
 from absl import logging
 
 from progan_tf.metrics import cache as cache_lib
-from progan_tf.metrics import evaluate, generators
-
-# Result keys of each metric (see `evaluate`): which columns go to metric-<name>.txt.
-_KEY_PREFIXES = {"swd": ("SWDx1e3_",), "fid": ("FID",), "is": ("IS",), "msssim": ("MS-SSIM",)}
-
-
-def metric_values(metric: str, result: Dict[str, float]) -> Dict[str, float]:
-    """The entries of `result` that belong to `metric`, in result order."""
-    return {k: v for k, v in result.items() if k.startswith(_KEY_PREFIXES[metric])}
+from progan_tf.metrics import evaluate, generators, registry
 
 
 def cache_dir_for(dataset_dir: str, fallback_dir: Optional[str] = None) -> str:
@@ -76,17 +68,18 @@ class MetricsLog:
         return self._writer
 
     def write(self, name: str, kimg: Optional[float], num_images: int, seconds: float,
-              result: Dict[str, float]) -> None:
+              by_metric: evaluate.ResultsByMetric) -> None:
+        """One line in each metric's file; TensorBoard scalars of every value (unless `kimg` is None)."""
         os.makedirs(self.directory, exist_ok=True)
         for metric in self.metrics:
-            append_metric_line(self.path(metric), name, kimg, num_images, seconds, metric_values(metric, result))
+            append_metric_line(self.path(metric), name, kimg, num_images, seconds, by_metric[metric])
         if kimg is None:  # a SavedModel: no training step to plot against
             return
         import tensorflow as tf
 
         writer = self._summary_writer()
         with writer.as_default(step=int(round(kimg * 1000)) // 1000):  # whole kimg, as the trainer's scalars
-            for key, value in result.items():
+            for key, value in evaluate.flatten_results(by_metric).items():
                 tf.summary.scalar(f"Metrics/{key}", value)
         writer.flush()
 
@@ -100,10 +93,10 @@ class MetricsLog:
 
 def evaluate_generate_fn(evaluator: evaluate.Evaluator, reference: evaluate.ImageSource,
                          generate, label: str):
-    """``(result, seconds)`` of one generator function against the reference images."""
+    """``(results by metric, seconds)`` of one generator function against the reference images."""
     start = time.time()
-    result = evaluator.evaluate(reference, evaluate.generator_source(generate, label))
-    return result, time.time() - start
+    by_metric = evaluator.evaluate_by_metric(reference, evaluate.generator_source(generate, label))
+    return by_metric, time.time() - start
 
 
 def evaluate_targets(targets: List[generators.Target], evaluator: evaluate.Evaluator,
@@ -121,10 +114,11 @@ def evaluate_targets(targets: List[generators.Target], evaluator: evaluate.Evalu
             logging.warning("%s was deleted since the run directory was listed; skipping it", target.path)
             continue
         _, generate = generators.load_target(target, evaluator.seed, dataset_dir, resolution)
-        result, seconds = evaluate_generate_fn(evaluator, reference, generate, target.name)
+        by_metric, seconds = evaluate_generate_fn(evaluator, reference, generate, target.name)
+        result = evaluate.flatten_results(by_metric)
         logging.info("%s: %s (%.1f s)", target.name, result, seconds)
         if log is not None:
-            log.write(target.name, target.kimg, evaluator.num_images, seconds, result)
+            log.write(target.name, target.kimg, evaluator.num_images, seconds, by_metric)
         if on_result is not None:
             on_result(target, result, seconds)
         results.append(result)
@@ -147,11 +141,9 @@ class PeriodicMetrics:
                  cache_dir: Optional[str] = None, summary_writer=None):
         from progan_tf import data
 
-        if isinstance(metrics, str):  # the config's comma list, e.g. "swd,fid"
-            metrics = metrics.split(",")
-        metrics = [m.strip().lower() for m in metrics if m.strip()]
+        metrics = registry.resolve_names(metrics)  # a list, or the config's comma list, e.g. "swd,fid"
         if not metrics:
-            raise ValueError("PeriodicMetrics needs at least one metric (swd, fid, is, msssim)")
+            raise ValueError(f"PeriodicMetrics needs at least one metric ({', '.join(registry.metric_names())})")
         info = data.read_dataset_info(dataset_dir)
         if info.num_images < num_images:
             raise ValueError(f"metrics on {num_images} images: dataset {dataset_dir} has only {info.num_images}")
@@ -180,8 +172,9 @@ class PeriodicMetrics:
     def __call__(self, generator, kimg: float, name: Optional[str] = None) -> Dict[str, float]:
         """Evaluates `generator` at its full resolution; logs under `name` (default ``train-<nimg>``)."""
         name = name or f"train-{int(round(kimg * 1000))}"
-        result, seconds = evaluate_generate_fn(self.evaluator, self.reference, self._generate_fn(generator), name)
-        self.log.write(name, kimg, self.evaluator.num_images, seconds, result)
+        by_metric, seconds = evaluate_generate_fn(self.evaluator, self.reference, self._generate_fn(generator), name)
+        self.log.write(name, kimg, self.evaluator.num_images, seconds, by_metric)
+        result = evaluate.flatten_results(by_metric)
         logging.info("metrics at kimg %.1f (%.1f s): %s", kimg, seconds,
                      " ".join(f"{k} {v:.4f}" for k, v in result.items()))
         return result

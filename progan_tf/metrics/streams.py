@@ -52,23 +52,6 @@ def take_images(batches: ImageStream, count: int, skip: int = 0) -> Iterator[np.
     raise ValueError(f"image stream ended after {taken} of {count} images (skipping {skip})")
 
 
-def rebatch(batches: ImageStream, size: int) -> Iterator[np.ndarray]:
-    """Re-cuts a stream into batches of exactly `size` images (the last may be smaller)."""
-    pending, count = [], 0
-    for batch in batches:
-        batch = check_batch(batch)
-        while len(batch):
-            part = batch[:size - count]
-            batch = batch[len(part):]
-            pending.append(part)
-            count += len(part)
-            if count == size:
-                yield np.concatenate(pending) if len(pending) > 1 else pending[0]
-                pending, count = [], 0
-    if pending:
-        yield np.concatenate(pending)
-
-
 def with_progress(batches: ImageStream, total: int, desc: str, enabled: Optional[bool] = None
                   ) -> Iterator[np.ndarray]:
     """Wraps a stream in a tqdm bar counted in images.

@@ -274,18 +274,58 @@ class SWDDescriptors:
         return levels
 
 
+class SWDAccumulator:
+    """`SWDDescriptors` of a set whose image size is only known from its first batch.
+
+    ``statistics()`` gives the descriptors as named arrays (`levels_to_arrays`),
+    which is what the statistics cache stores.
+    """
+
+    def __init__(self, num_images: int, seed: int = 0):
+        self.num_images, self.seed = int(num_images), int(seed)
+        self.descriptors: Optional[SWDDescriptors] = None
+
+    def add(self, batch: np.ndarray) -> None:
+        if self.descriptors is None:
+            self.descriptors = SWDDescriptors.for_batch(self.num_images, batch, self.seed)
+        self.descriptors.add(batch)
+
+    def levels(self) -> List[LevelDescriptors]:
+        if self.descriptors is None:
+            raise ValueError("no images were added")
+        return self.descriptors.finalize()
+
+    def statistics(self) -> Dict[str, np.ndarray]:
+        return levels_to_arrays(self.levels())
+
+
+def levels_to_arrays(levels: Sequence[LevelDescriptors]) -> Dict[str, np.ndarray]:
+    """``data_<res>``, ``mean_<res>`` and ``std_<res>`` for every level (the cache's layout)."""
+    arrays = {}
+    for level in levels:
+        arrays[f"data_{level.resolution}"] = level.data
+        arrays[f"mean_{level.resolution}"] = level.mean
+        arrays[f"std_{level.resolution}"] = level.std
+    return arrays
+
+
+def levels_from_arrays(arrays: Dict[str, np.ndarray]) -> List[LevelDescriptors]:
+    """Inverse of `levels_to_arrays`, finest level first."""
+    resolutions = sorted((int(k.split("_")[1]) for k in arrays if k.startswith("data_")), reverse=True)
+    return [LevelDescriptors(r, arrays[f"data_{r}"], np.asarray(arrays[f"mean_{r}"]),
+                             np.asarray(arrays[f"std_{r}"])) for r in resolutions]
+
+
 def compute_descriptors(batches: streams.ImageStream, num_images: int, seed: int = 0,
                         progress: Optional[str] = "SWD descriptors") -> List[LevelDescriptors]:
     """Descriptors of exactly `num_images` images of a stream (see `SWDDescriptors`)."""
     stream = streams.take_images(batches, num_images)
     if progress:
         stream = streams.with_progress(stream, num_images, progress)
-    accumulator = None
+    accumulator = SWDAccumulator(num_images, seed)
     for batch in stream:
-        if accumulator is None:
-            accumulator = SWDDescriptors.for_batch(num_images, batch, seed)
         accumulator.add(batch)
-    return accumulator.finalize()
+    return accumulator.levels()
 
 
 # --------------------------------------------------------------------------- distance
