@@ -69,10 +69,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.G_opt = _dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8)
     c.D_opt = _dict(beta_1=0.0, beta_2=0.99, epsilon=1e-8)
     c.loss = _dict(
-        name="wgan_gp",                   # wgan_gp | logistic_r1 | lsgan
-        wgan_lambda=10.0, wgan_epsilon=0.001, wgan_target=1.0,   # wgan_gp only
-        r1_gamma=10.0,                    # logistic_r1 only
-        cond_weight=1.0,                  # AC-GAN label terms
+        name="wgan_gp",                   # wgan_gp | logistic_r1 | lsgan (progan_tf.losses.LOSSES)
+        cond_weight=1.0,                  # AC-GAN label terms, every loss
+        wgan_gp=_dict(wgan_lambda=10.0, wgan_epsilon=0.001, wgan_target=1.0),
+        logistic_r1=_dict(r1_gamma=10.0),
+        lsgan=_dict(),
     )
     c.dataset = _dict(
         resolution=0,                     # 0: take it from the dataset; else must match it
@@ -90,13 +91,30 @@ def default_config() -> ml_collections.ConfigDict:
 _ADDED_FIELDS = {("G", "fused_scale"): False, ("D", "fused_scale"): False}
 
 
+# Loss options that were once flat fields of config.loss, by the loss that owns them now.
+_FLAT_LOSS_OPTIONS = {"wgan_gp": ("wgan_lambda", "wgan_epsilon", "wgan_target"), "logistic_r1": ("r1_gamma",),
+                      "lsgan": ()}
+
+
 def complete_saved_config(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A run's saved ``config.json``, completed (in place) with the fields added since it was written."""
+    """A run's saved ``config.json``, brought (in place) to today's layout: fields added since it
+    was written get the value that reproduces that run, and the once-flat loss options move
+    into their loss's group (``loss.wgan_lambda`` -> ``loss.wgan_gp.wgan_lambda``)."""
     missing = [(group, field) for group, field in _ADDED_FIELDS if field not in c[group]]
-    if missing:
-        with c.unlocked():
-            for group, field in missing:
-                c[group][field] = _ADDED_FIELDS[(group, field)]
+    flat = [name for name in _FLAT_LOSS_OPTIONS if name not in c.loss]
+    if not missing and not flat:
+        return c
+    with c.unlocked():
+        for group, field in missing:
+            c[group][field] = _ADDED_FIELDS[(group, field)]
+        defaults = default_config().loss
+        for name in flat:
+            group = ml_collections.ConfigDict(defaults[name].to_dict())
+            for option in _FLAT_LOSS_OPTIONS[name]:
+                if option in c.loss:
+                    group[option] = c.loss[option]
+                    del c.loss[option]
+            c.loss[name] = group
     return c
 
 

@@ -1,15 +1,21 @@
-"""GAN losses (docs/method.md, section 3), picked by name with ``get_loss``.
+"""GAN losses (docs/method.md#losses) as small objects, made from the config by ``make_loss``.
 
-Each loss is a pair of small functions
+A loss is a :class:`GANLoss` holding its own options (``config.loss.<name>.*``, plus
+the shared ``config.loss.cond_weight``) with two methods
 
-    d_loss(G, D, latents, reals, real_labels, *, res, alpha, fake_labels=None, **options)
-    g_loss(G, D, latents, fake_labels, *, res, alpha, **options)
+    d_loss(G, D, latents, reals, real_labels, *, res, alpha, fake_labels=None, **inputs)
+    g_loss(G, D, latents, fake_labels, *, res, alpha)
 
 returning ``(per_sample_loss [N] float32, stats)`` where ``stats`` is a dict of
 per-sample tensors for logging (scores, penalties). ``G(latents, labels, res=,
 alpha=)`` returns images and ``D(images, res=, alpha=)`` returns ``[N, 1 + L]``:
 column 0 is the score, the rest label logits. The trainer reduces the per-sample
 losses (sum divided by the *global* batch under ``tf.distribute``).
+
+A loss declares the extra inputs its D loss takes in ``d_inputs``: ``mixing_factors``
+(per-sample U(0, 1) draws for the interpolates, which the trainer draws from its
+seeded stream) and ``loss_scale`` (the float16 loss scale, for an inner gradient).
+The trainer passes exactly those.
 
 In the D step the fakes are generated with the reals' labels (as the original
 does) unless ``fake_labels`` is given; ``G`` is not differentiated there.
@@ -19,7 +25,8 @@ label logits, weighted by ``cond_weight``: for reals and fakes in D, for fakes i
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import inspect
+from typing import ClassVar, Dict, Tuple, Type
 
 import tensorflow as tf
 
@@ -57,13 +64,13 @@ def _add_g_label_terms(loss, stats, fake_labels, fake_logits, cond_weight):
     return loss
 
 
-def input_gradients(D, images, res, alpha, gradient_scale=1.0):
+def input_gradients(D, images, res, alpha, loss_scale=1.0):
     """Scores of D on ``images`` and the gradient of their sum w.r.t. the images.
 
     The inner tape is created here so that the sum being differentiated is
     computed inside it (docs/method.md, section 7); the outer tape of the trainer
     still records everything, giving the penalty's double backward. Under
-    float16, ``gradient_scale`` (the optimizer's loss scale) keeps the inner
+    float16, ``loss_scale`` (the optimizer's loss scale) keeps the inner
     backward pass from underflowing; it is divided out again here.
     """
     images = tf.convert_to_tensor(images)
@@ -71,8 +78,8 @@ def input_gradients(D, images, res, alpha, gradient_scale=1.0):
         tape.watch(images)
         d_out = D(images, res=res, alpha=alpha)
         scores, logits = _split(d_out)
-        total = tf.reduce_sum(scores) * tf.cast(gradient_scale, tf.float32)
-    grads = tf.cast(tape.gradient(total, images), tf.float32) / tf.cast(gradient_scale, tf.float32)
+        total = tf.reduce_sum(scores) * tf.cast(loss_scale, tf.float32)
+    grads = tf.cast(tape.gradient(total, images), tf.float32) / tf.cast(loss_scale, tf.float32)
     return scores, logits, grads
 
 
@@ -94,110 +101,136 @@ def full_resolution_factor(D, res) -> float:
     return float(2 ** (D.resolution_log2 - res))
 
 
-# --- WGAN-GP (the paper's) -------------------------------------------------------------------
+class GANLoss:
+    """A D and G loss pair with its options. Subclasses set ``name`` and ``d_inputs``."""
 
-def d_wgan_gp(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
-              wgan_lambda=10.0, wgan_epsilon=0.001, wgan_target=1.0, cond_weight=1.0,
-              mixing_factors=None, gradient_scale=1.0):
-    """``D(fake) - D(real) + lambda/target**2 * (||grad D(xhat)|| - target)**2 + eps * D(real)**2``."""
-    fake_labels = real_labels if fake_labels is None else fake_labels
-    fakes = _fakes_for_d(G, latents, fake_labels, res, alpha)
-    reals = tf.cast(reals, fakes.dtype)
-    real_scores, real_logits = _split(D(reals, res=res, alpha=alpha))
-    fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
-    loss = fake_scores - real_scores
+    name: ClassVar[str] = ""
+    d_inputs: ClassVar[Tuple[str, ...]] = ()      # extra inputs of d_loss the trainer provides
 
-    if mixing_factors is None:
-        mixing_factors = tf.random.uniform([tf.shape(reals)[0], 1, 1, 1], 0.0, 1.0)
-    u = tf.cast(tf.reshape(mixing_factors, [-1, 1, 1, 1]), reals.dtype)
-    mixed = reals + (fakes - reals) * u
-    mixed_scores, _, mixed_grads = input_gradients(D, mixed, res, alpha, gradient_scale)
-    mixed_norms = _sample_norm(mixed_grads) / full_resolution_factor(D, res)
-    gradient_penalty = tf.square(mixed_norms - wgan_target)
-    loss += gradient_penalty * (wgan_lambda / wgan_target ** 2)
+    def __init__(self, cond_weight: float = 1.0):
+        self.cond_weight = float(cond_weight)
 
-    epsilon_penalty = tf.square(real_scores)
-    loss += epsilon_penalty * wgan_epsilon
-    stats = {"real_scores": real_scores, "fake_scores": fake_scores, "mixed_scores": mixed_scores,
-             "mixed_norms": mixed_norms, "gradient_penalty": gradient_penalty,
-             "epsilon_penalty": epsilon_penalty}
-    loss = _add_d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits, cond_weight)
-    return loss, stats
+    def _fakes_and_scores(self, G, D, latents, reals, real_labels, fake_labels, res, alpha):
+        fake_labels = real_labels if fake_labels is None else fake_labels
+        fakes = _fakes_for_d(G, latents, fake_labels, res, alpha)
+        return fakes, tf.cast(reals, fakes.dtype), fake_labels
+
+    def _d_label_terms(self, loss, stats, real_labels, fake_labels, real_logits, fake_logits):
+        return _add_d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits, self.cond_weight)
+
+    def _g_scores(self, G, D, latents, fake_labels, res, alpha):
+        return _split(D(G(latents, fake_labels, res=res, alpha=alpha), res=res, alpha=alpha))
+
+    def _g_loss_from(self, loss, fake_scores, fake_logits, fake_labels):
+        stats = {"fake_scores": fake_scores}
+        return _add_g_label_terms(loss, stats, fake_labels, fake_logits, self.cond_weight), stats
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({options})"
 
 
-def g_wgan(G, D, latents, fake_labels=None, *, res=None, alpha=1.0, cond_weight=1.0):
-    """``-D(G(z))`` (+ label cross-entropy of the fakes)."""
-    fake_scores, fake_logits = _split(D(G(latents, fake_labels, res=res, alpha=alpha), res=res, alpha=alpha))
-    stats = {"fake_scores": fake_scores}
-    loss = _add_g_label_terms(-fake_scores, stats, fake_labels, fake_logits, cond_weight)
-    return loss, stats
+class WGANGP(GANLoss):
+    """The paper's WGAN-GP: ``D(fake) - D(real) + lambda/target**2 * (||grad D(xhat)|| / f - target)**2
+    + epsilon * D(real)**2`` for D and ``-D(G(z))`` for G; ``f`` is :func:`full_resolution_factor`."""
+
+    name = "wgan_gp"
+    d_inputs = ("mixing_factors", "loss_scale")
+
+    def __init__(self, wgan_lambda: float = 10.0, wgan_epsilon: float = 0.001, wgan_target: float = 1.0,
+                 cond_weight: float = 1.0):
+        super().__init__(cond_weight)
+        self.wgan_lambda, self.wgan_epsilon, self.wgan_target = float(wgan_lambda), float(wgan_epsilon), float(wgan_target)
+
+    def d_loss(self, G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
+               mixing_factors=None, loss_scale=1.0):
+        fakes, reals, fake_labels = self._fakes_and_scores(G, D, latents, reals, real_labels, fake_labels, res, alpha)
+        real_scores, real_logits = _split(D(reals, res=res, alpha=alpha))
+        fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
+        loss = fake_scores - real_scores
+
+        if mixing_factors is None:
+            mixing_factors = tf.random.uniform([tf.shape(reals)[0], 1, 1, 1], 0.0, 1.0)
+        u = tf.cast(tf.reshape(mixing_factors, [-1, 1, 1, 1]), reals.dtype)
+        mixed = reals + (fakes - reals) * u
+        mixed_scores, _, mixed_grads = input_gradients(D, mixed, res, alpha, loss_scale)
+        mixed_norms = _sample_norm(mixed_grads) / full_resolution_factor(D, res)
+        gradient_penalty = tf.square(mixed_norms - self.wgan_target)
+        loss += gradient_penalty * (self.wgan_lambda / self.wgan_target ** 2)
+
+        epsilon_penalty = tf.square(real_scores)
+        loss += epsilon_penalty * self.wgan_epsilon
+        stats = {"real_scores": real_scores, "fake_scores": fake_scores, "mixed_scores": mixed_scores,
+                 "mixed_norms": mixed_norms, "gradient_penalty": gradient_penalty,
+                 "epsilon_penalty": epsilon_penalty}
+        return self._d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits), stats
+
+    def g_loss(self, G, D, latents, fake_labels=None, *, res=None, alpha=1.0):
+        fake_scores, fake_logits = self._g_scores(G, D, latents, fake_labels, res, alpha)
+        return self._g_loss_from(-fake_scores, fake_scores, fake_logits, fake_labels)
 
 
-# --- Non-saturating logistic with R1 ---------------------------------------------------------
+class LogisticR1(GANLoss):
+    """Non-saturating logistic loss with the R1 penalty: ``softplus(D(fake)) + softplus(-D(real))
+    + gamma/2 * ||grad_real D(real)||**2 / f**2`` for D and ``softplus(-D(G(z)))`` for G."""
 
-def d_logistic_r1(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
-                  r1_gamma=10.0, cond_weight=1.0, gradient_scale=1.0):
-    """``softplus(D(fake)) + softplus(-D(real)) + gamma/2 * ||grad_real D(real)||**2``."""
-    fake_labels = real_labels if fake_labels is None else fake_labels
-    fakes = _fakes_for_d(G, latents, fake_labels, res, alpha)
-    fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
-    real_scores, real_logits, real_grads = input_gradients(D, tf.cast(reals, fakes.dtype), res, alpha,
-                                                           gradient_scale)
-    loss = tf.nn.softplus(fake_scores) + tf.nn.softplus(-real_scores)
-    r1_penalty = tf.reduce_sum(tf.square(real_grads), axis=[1, 2, 3]) / full_resolution_factor(D, res) ** 2
-    loss += r1_penalty * (r1_gamma * 0.5)
-    stats = {"real_scores": real_scores, "fake_scores": fake_scores, "r1_penalty": r1_penalty}
-    loss = _add_d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits, cond_weight)
-    return loss, stats
+    name = "logistic_r1"
+    d_inputs = ("loss_scale",)
 
+    def __init__(self, r1_gamma: float = 10.0, cond_weight: float = 1.0):
+        super().__init__(cond_weight)
+        self.r1_gamma = float(r1_gamma)
 
-def g_logistic_ns(G, D, latents, fake_labels=None, *, res=None, alpha=1.0, cond_weight=1.0):
-    """Non-saturating ``softplus(-D(G(z)))``."""
-    fake_scores, fake_logits = _split(D(G(latents, fake_labels, res=res, alpha=alpha), res=res, alpha=alpha))
-    stats = {"fake_scores": fake_scores}
-    loss = _add_g_label_terms(tf.nn.softplus(-fake_scores), stats, fake_labels, fake_logits, cond_weight)
-    return loss, stats
+    def d_loss(self, G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
+               loss_scale=1.0):
+        fakes, reals, fake_labels = self._fakes_and_scores(G, D, latents, reals, real_labels, fake_labels, res, alpha)
+        fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
+        real_scores, real_logits, real_grads = input_gradients(D, reals, res, alpha, loss_scale)
+        loss = tf.nn.softplus(fake_scores) + tf.nn.softplus(-real_scores)
+        r1_penalty = tf.reduce_sum(tf.square(real_grads), axis=[1, 2, 3]) / full_resolution_factor(D, res) ** 2
+        loss += r1_penalty * (self.r1_gamma * 0.5)
+        stats = {"real_scores": real_scores, "fake_scores": fake_scores, "r1_penalty": r1_penalty}
+        return self._d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits), stats
 
-
-# --- Least squares (Mao et al. 2017, a=0, b=c=1) --------------------------------------------
-
-def d_lsgan(G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None,
-            cond_weight=1.0):
-    """``0.5 * (D(real) - 1)**2 + 0.5 * D(fake)**2``."""
-    fake_labels = real_labels if fake_labels is None else fake_labels
-    fakes = _fakes_for_d(G, latents, fake_labels, res, alpha)
-    real_scores, real_logits = _split(D(tf.cast(reals, fakes.dtype), res=res, alpha=alpha))
-    fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
-    loss = 0.5 * tf.square(real_scores - 1.0) + 0.5 * tf.square(fake_scores)
-    stats = {"real_scores": real_scores, "fake_scores": fake_scores}
-    loss = _add_d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits, cond_weight)
-    return loss, stats
+    def g_loss(self, G, D, latents, fake_labels=None, *, res=None, alpha=1.0):
+        fake_scores, fake_logits = self._g_scores(G, D, latents, fake_labels, res, alpha)
+        return self._g_loss_from(tf.nn.softplus(-fake_scores), fake_scores, fake_logits, fake_labels)
 
 
-def g_lsgan(G, D, latents, fake_labels=None, *, res=None, alpha=1.0, cond_weight=1.0):
-    """``0.5 * (D(G(z)) - 1)**2``."""
-    fake_scores, fake_logits = _split(D(G(latents, fake_labels, res=res, alpha=alpha), res=res, alpha=alpha))
-    stats = {"fake_scores": fake_scores}
-    loss = _add_g_label_terms(0.5 * tf.square(fake_scores - 1.0), stats, fake_labels, fake_logits, cond_weight)
-    return loss, stats
+class LSGAN(GANLoss):
+    """Least squares (Mao et al. 2017, a=0, b=c=1): ``0.5 * (D(real) - 1)**2 + 0.5 * D(fake)**2``
+    for D and ``0.5 * (D(G(z)) - 1)**2`` for G."""
+
+    name = "lsgan"
+
+    def d_loss(self, G, D, latents, reals, real_labels=None, *, res=None, alpha=1.0, fake_labels=None):
+        fakes, reals, fake_labels = self._fakes_and_scores(G, D, latents, reals, real_labels, fake_labels, res, alpha)
+        real_scores, real_logits = _split(D(reals, res=res, alpha=alpha))
+        fake_scores, fake_logits = _split(D(fakes, res=res, alpha=alpha))
+        loss = 0.5 * tf.square(real_scores - 1.0) + 0.5 * tf.square(fake_scores)
+        stats = {"real_scores": real_scores, "fake_scores": fake_scores}
+        return self._d_label_terms(loss, stats, real_labels, fake_labels, real_logits, fake_logits), stats
+
+    def g_loss(self, G, D, latents, fake_labels=None, *, res=None, alpha=1.0):
+        fake_scores, fake_logits = self._g_scores(G, D, latents, fake_labels, res, alpha)
+        return self._g_loss_from(0.5 * tf.square(fake_scores - 1.0), fake_scores, fake_logits, fake_labels)
 
 
-class GANLoss(NamedTuple):
-    name: str
-    d_loss: Callable
-    g_loss: Callable
+LOSSES: Dict[str, Type[GANLoss]] = {cls.name: cls for cls in (WGANGP, LogisticR1, LSGAN)}
 
 
-LOSSES = {
-    "wgan_gp": GANLoss("wgan_gp", d_wgan_gp, g_wgan),
-    "logistic_r1": GANLoss("logistic_r1", d_logistic_r1, g_logistic_ns),
-    "lsgan": GANLoss("lsgan", d_lsgan, g_lsgan),
-}
+def make_loss(loss_config) -> GANLoss:
+    """The loss ``loss_config.name`` with its options ``loss_config.<name>`` and ``cond_weight``.
 
-
-def get_loss(name: str) -> GANLoss:
-    """The (D, G) loss pair called ``name``: one of ``wgan_gp``, ``logistic_r1``, ``lsgan``."""
-    try:
-        return LOSSES[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}") from None
+    An unknown name or option is a ``ValueError`` naming it and what there is instead.
+    """
+    name = loss_config.get("name")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(sorted(LOSSES))}")
+    cls, options = LOSSES[name], dict(loss_config.get(name) or {})
+    accepted = [p for p in inspect.signature(cls).parameters if p != "cond_weight"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"loss.{name}: unknown option(s) {', '.join(unknown)}; {name} takes "
+                         f"{', '.join(accepted) or 'no options'}")
+    return cls(**options, cond_weight=loss_config.get("cond_weight", 1.0))

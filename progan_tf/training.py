@@ -18,7 +18,6 @@ therefore draws exactly what one uninterrupted single-device run draws.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from progan_tf import data as data_lib
 from progan_tf import images as images_lib
 from progan_tf.config import complete_saved_config
 from progan_tf.ema import update_ema
-from progan_tf.losses import get_loss
+from progan_tf.losses import make_loss
 from progan_tf.networks import Discriminator, Generator, resolution_log2
 from progan_tf.precision import resolve_jit, resolve_precision
 from progan_tf.schedule import Schedule, new_block_started, training_schedule
@@ -150,9 +149,9 @@ class Trainer:
         self.info = data_lib.read_dataset_info(dataset_dir)
         check_dataset_matches(config, self.info)
         try:
-            self.loss = get_loss(config.loss.name)
+            self.loss = make_loss(config.loss)
         except ValueError as e:
-            raise TrainingError(f"config loss.name: {e}") from None
+            raise TrainingError(f"config loss: {e}") from None
         self.labels = data_lib.load_labels(self.info) if config.dataset.use_labels else np.zeros(
             (self.info.num_images, 0), np.float32)
         self.label_size = int(self.labels.shape[1])
@@ -316,10 +315,8 @@ class Trainer:
         c, R = self.config, self.num_replicas
         local = minibatch // R
         D_vars, G_vars = self.D.active_variables(res), self.G.active_variables(res)
-        d_opts, g_opts = _accepted(self.loss.d_loss, c.loss), _accepted(self.loss.g_loss, c.loss)
-        d_params = inspect.signature(self.loss.d_loss).parameters
-        wants_mixing = "mixing_factors" in d_params
-        scales_penalty = self.loss_scaling and "gradient_scale" in d_params
+        wants_mixing = "mixing_factors" in self.loss.d_inputs
+        scales_penalty = self.loss_scaling and "loss_scale" in self.loss.d_inputs
         all_labels = tf.constant(self.labels)
 
         def d_replica(reals, labels, alpha, iteration):
@@ -337,10 +334,10 @@ class Trainer:
                 extra["mixing_factors"] = tf.gather(
                     tf.random.stateless_uniform([minibatch], self._seed(_RNG_MIXING, iteration)), idx)
             if scales_penalty:
-                extra["gradient_scale"] = self.D_opt.dynamic_scale
+                extra["loss_scale"] = self.D_opt.dynamic_scale
             labels = labels if self.label_size else None
             loss, stats, skipped = self._minimize(self.D_opt, D_vars, minibatch, lambda: self.loss.d_loss(
-                self.G, self.D, z, x, labels, res=res, alpha=alpha, **d_opts, **extra))
+                self.G, self.D, z, x, labels, res=res, alpha=alpha, **extra))
             return {**_sums({"Loss/D": loss, **{f"Loss/{k}": v for k, v in stats.items()}}, minibatch),
                     f"{SKIPPED_PREFIX}D": skipped / R}
 
@@ -354,7 +351,7 @@ class Trainer:
                                                     maxval=self.info.num_images, dtype=tf.int32)
                 fake_labels = tf.gather(all_labels, tf.gather(picks, idx))
             loss, stats, skipped = self._minimize(self.G_opt, G_vars, minibatch, lambda: self.loss.g_loss(
-                self.G, self.D, z, fake_labels, res=res, alpha=alpha, **g_opts))
+                self.G, self.D, z, fake_labels, res=res, alpha=alpha))
             return {**_sums({"Loss/G": loss, **{f"Loss/G_{k}": v for k, v in stats.items()}}, minibatch),
                     f"{SKIPPED_PREFIX}G": skipped / R}
 
@@ -719,12 +716,6 @@ def apply_if(finite, optimizer, grads, variables):
         tf.cond(distribution.experimental_local_results(finite)[0], apply_each, lambda: tf.constant(False))
 
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(finite, grads))
-
-
-def _accepted(fn, options) -> dict:
-    """The loss options (``config.loss`` fields) that ``fn`` takes as keyword arguments."""
-    params = inspect.signature(fn).parameters
-    return {k: v for k, v in dict(options).items() if k in params and k != "name"}
 
 
 def _sums(values: dict, global_batch: int) -> dict:

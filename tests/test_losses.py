@@ -64,7 +64,7 @@ def batch():
 def test_wgan_gp_d_loss_by_hand(batch):
     reals, fakes, labels, z = batch
     D, G = LinearD(), ConstantG(fakes)
-    loss, stats = losses.d_wgan_gp(G, D, z, reals, labels, res=2, alpha=1.0,
+    loss, stats = losses.WGANGP().d_loss(G, D, z, reals, labels, res=2, alpha=1.0,
                                    mixing_factors=tf.constant([0.1, 0.5, 0.9, 0.3]))
     real_s, real_l = D.np(reals)
     fake_s, fake_l = D.np(fakes)
@@ -81,8 +81,8 @@ def test_wgan_gp_d_loss_by_hand(batch):
 def test_wgan_gp_options_and_unconditional(batch):
     reals, fakes, _, z = batch
     D, G = LinearD(label_size=0), ConstantG(fakes)
-    loss, stats = losses.d_wgan_gp(G, D, z, reals, None, res=2, wgan_lambda=2.0, wgan_epsilon=0.5,
-                                   wgan_target=2.0)
+    loss, stats = losses.WGANGP(wgan_lambda=2.0, wgan_epsilon=0.5, wgan_target=2.0).d_loss(
+        G, D, z, reals, None, res=2)
     real_s, _ = D.np(reals)
     fake_s, _ = D.np(fakes)
     norm = np.sqrt((D.w.astype(np.float64) ** 2).sum())
@@ -96,12 +96,12 @@ def test_generator_losses_by_hand(batch):
     D, G = LinearD(), ConstantG(fakes)
     fake_s, fake_l = D.np(fakes)
     xent = np_xent(labels, fake_l)
-    for fn, expected in ((losses.g_wgan, -fake_s + xent),
-                         (losses.g_logistic_ns, softplus(-fake_s) + xent),
-                         (losses.g_lsgan, 0.5 * (fake_s - 1) ** 2 + xent)):
-        loss, _ = fn(G, D, z, labels, res=2, alpha=1.0)
+    for loss_object, expected in ((losses.WGANGP(), -fake_s + xent),
+                                  (losses.LogisticR1(), softplus(-fake_s) + xent),
+                                  (losses.LSGAN(), 0.5 * (fake_s - 1) ** 2 + xent)):
+        loss, _ = loss_object.g_loss(G, D, z, labels, res=2, alpha=1.0)
         np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5, atol=1e-5)
-    loss, _ = losses.g_wgan(G, D, z, labels, res=2, cond_weight=0.0)
+    loss, _ = losses.WGANGP(cond_weight=0.0).g_loss(G, D, z, labels, res=2)
     np.testing.assert_allclose(loss.numpy(), -fake_s, rtol=1e-5, atol=1e-6)
 
 
@@ -111,12 +111,12 @@ def test_logistic_r1_and_lsgan_d_by_hand(batch):
     real_s, real_l = D.np(reals)
     fake_s, fake_l = D.np(fakes)
     xent = np_xent(labels, real_l) + np_xent(labels, fake_l)
-    loss, stats = losses.d_logistic_r1(G, D, z, reals, labels, res=2, r1_gamma=4.0)
+    loss, stats = losses.LogisticR1(r1_gamma=4.0).d_loss(G, D, z, reals, labels, res=2)
     w2 = (D.w.astype(np.float64) ** 2).sum()
     np.testing.assert_allclose(loss.numpy(), softplus(fake_s) + softplus(-real_s) + 2.0 * w2 + xent,
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(stats["r1_penalty"].numpy(), np.full(N, w2), rtol=1e-5)
-    loss, _ = losses.d_lsgan(G, D, z, reals, labels, res=2)
+    loss, _ = losses.LSGAN().d_loss(G, D, z, reals, labels, res=2)
     np.testing.assert_allclose(loss.numpy(), 0.5 * (real_s - 1) ** 2 + 0.5 * fake_s ** 2 + xent,
                                rtol=1e-5, atol=1e-5)
 
@@ -127,10 +127,10 @@ def test_penalties_below_full_resolution_are_taken_at_its_scale(batch):
     d = LinearD()
     d.resolution_log2 = 4
     norm = np.sqrt((d.w ** 2).sum())
-    _, stats = losses.d_wgan_gp(ConstantG(fakes), d, z, reals, labels, res=2)
+    _, stats = losses.WGANGP().d_loss(ConstantG(fakes), d, z, reals, labels, res=2)
     np.testing.assert_allclose(stats["mixed_norms"].numpy(), [norm / 4] * N, rtol=1e-5)
     np.testing.assert_allclose(stats["gradient_penalty"].numpy(), [(norm / 4 - 1) ** 2] * N, rtol=1e-5)
-    _, stats = losses.d_logistic_r1(ConstantG(fakes), d, z, reals, labels, res=2)
+    _, stats = losses.LogisticR1().d_loss(ConstantG(fakes), d, z, reals, labels, res=2)
     np.testing.assert_allclose(stats["r1_penalty"].numpy(), [norm ** 2 / 16] * N, rtol=1e-5)
 
 
@@ -143,7 +143,7 @@ def test_gradient_penalty_matches_finite_differences():
     z = tf.constant(rng.randn(2, 4))
     u = np.array([0.25, 0.7])
     alpha = tf.constant(0.4, tf.float64)
-    _, stats = losses.d_wgan_gp(G, D, z, reals, res=3, alpha=alpha, mixing_factors=u)
+    _, stats = losses.WGANGP().d_loss(G, D, z, reals, res=3, alpha=alpha, mixing_factors=u)
     fakes = G(z, res=3, alpha=alpha).numpy()
     mixed = reals + (fakes - reals) * u[:, None, None, None]
     h = 1e-5
@@ -164,7 +164,8 @@ def test_losses_differentiate_the_right_network():
     G, D = Generator(**kw), Discriminator(**kw)
     z, reals = tf.random.normal([4, G.latent_size]), tf.random.uniform([4, 8, 8, 1], -1, 1)
     alpha = tf.constant(0.5)
-    for pair in losses.LOSSES.values():
+    for cls in losses.LOSSES.values():
+        pair = cls()
         @tf.function
         def grads():
             with tf.GradientTape(persistent=True) as tape:
@@ -179,9 +180,41 @@ def test_losses_differentiate_the_right_network():
         assert all(g is not None for g in g_grads), pair.name
 
 
-def test_get_loss_by_name():
-    assert losses.get_loss("wgan_gp").d_loss is losses.d_wgan_gp
-    assert losses.get_loss("logistic_r1").g_loss is losses.g_logistic_ns
-    assert losses.get_loss("lsgan").name == "lsgan"
+def test_make_loss_from_the_config_group_of_the_named_loss():
+    from progan_tf.config import default_config
+
+    c = default_config()
+    loss = losses.make_loss(c.loss)
+    assert isinstance(loss, losses.WGANGP) and (loss.wgan_lambda, loss.wgan_epsilon, loss.wgan_target) == (10, 0.001, 1)
+    assert loss.d_inputs == ("mixing_factors", "loss_scale")
+    c.loss.name, c.loss.logistic_r1.r1_gamma, c.loss.cond_weight = "logistic_r1", 5.0, 0.5
+    loss = losses.make_loss(c.loss)
+    assert isinstance(loss, losses.LogisticR1) and (loss.r1_gamma, loss.cond_weight) == (5.0, 0.5)
+    assert loss.d_inputs == ("loss_scale",)
+    c.loss.name = "lsgan"
+    assert isinstance(losses.make_loss(c.loss), losses.LSGAN) and losses.LSGAN.d_inputs == ()
+    c.loss.name = "wgan"
     with pytest.raises(ValueError, match="unknown loss 'wgan'; choose one of logistic_r1, lsgan, wgan_gp"):
-        losses.get_loss("wgan")
+        losses.make_loss(c.loss)
+    with pytest.raises(ValueError, match="loss.wgan_gp: unknown option.s. r1_gamma; wgan_gp takes wgan_lambda"):
+        losses.make_loss({"name": "wgan_gp", "wgan_gp": {"r1_gamma": 1.0}})
+
+
+def test_a_saved_config_with_flat_loss_options_is_brought_to_the_groups():
+    import json
+
+    from ml_collections import config_dict
+
+    from conftest import FIXTURES
+    from progan_tf.config import complete_saved_config
+
+    with open(f"{FIXTURES}/legacy-run-v0/config.json") as f:
+        saved = json.load(f)
+    saved["loss"].update(wgan_lambda=7.0, r1_gamma=3.0)
+    c = config_dict.ConfigDict(saved)
+    c.lock()
+    complete_saved_config(c)
+    assert "wgan_lambda" not in c.loss and c.loss.wgan_gp.wgan_lambda == 7.0 and c.loss.logistic_r1.r1_gamma == 3.0
+    assert c.loss.wgan_gp.wgan_epsilon == 0.001 and c.loss.cond_weight == 1.0
+    assert c.G.fused_scale is False and c.D.fused_scale is False
+    assert isinstance(losses.make_loss(c.loss), losses.WGANGP)

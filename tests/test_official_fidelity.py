@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from conftest import FIXTURES
 from progan_tf.layers import EqualizedConv2D, EqualizedConv2DDownscale, EqualizedUpscaleConv2D
-from progan_tf.losses import d_logistic_r1, d_wgan_gp
+from progan_tf.losses import LogisticR1, WGANGP
 from progan_tf.networks import Discriminator, Generator
 from progan_tf.official import OfficialFormatError, assign_network_weights, read_network_pickle
 
@@ -142,7 +142,7 @@ def test_wgan_gp_equals_the_original_per_lod(lod_index):
     lod = float(ref["lods"][lod_index])
     res, alpha = _stage(lod)
     reals = _box(ref["reals"], 2 ** int(lod))           # the dataset level of that lod
-    loss, stats = d_wgan_gp(G, D, ref["latents"], reals, None, res=res, alpha=alpha,
+    loss, stats = WGANGP().d_loss(G, D, ref["latents"], reals, None, res=res, alpha=alpha,
                             mixing_factors=ref["mixing_factors"])
     for key in WGAN_PIECES:
         np.testing.assert_allclose(stats[key].numpy(), ref[key][lod_index], rtol=1e-4, atol=1e-5, err_msg=key)
@@ -154,7 +154,7 @@ def test_r1_is_the_squared_gradient_norm_with_respect_to_the_full_resolution_ima
     G, D, _ = _networks("rgb32-fused")
     reals = np.tanh(np.random.RandomState(3).randn(8, 8, 8, 3)).astype(np.float32)    # an 8x8 stage (f = 4)
     z = np.random.RandomState(4).randn(8, 32).astype(np.float32)
-    _, stats = d_logistic_r1(G, D, z, reals, None, res=3, alpha=1.0)
+    _, stats = LogisticR1().d_loss(G, D, z, reals, None, res=3, alpha=1.0)
     full = tf.convert_to_tensor(reals.repeat(4, axis=1).repeat(4, axis=2))
     with tf.GradientTape() as tape:
         tape.watch(full)

@@ -52,7 +52,7 @@ def test_float32_islands_under_bfloat16():
     z = tf.random.normal([8, g.latent_size])
     y = tf.one_hot(tf.range(8) % 2, 2)
     reals = tf.random.uniform([8, 16, 16, 3], -1, 1)
-    fn = tf.function(lambda: losses.d_wgan_gp(g, d, z, reals, y, res=4, alpha=tf.constant(0.5)))
+    fn = tf.function(lambda: losses.WGANGP().d_loss(g, d, z, reals, y, res=4, alpha=tf.constant(0.5)))
     graph = fn.get_concrete_function().graph
     ops = graph.get_operations()
     convs = [op for op in ops if op.type == "Conv2D"]

@@ -220,7 +220,7 @@ class _PoisonOneStep:
     compiled step) is NaN, so that step's gradients are not finite."""
 
     def __init__(self, loss, at):
-        self.name, self.g_loss, self._d_loss = loss.name, loss.g_loss, loss.d_loss
+        self.name, self.d_inputs, self.g_loss, self._d_loss = loss.name, loss.d_inputs, loss.g_loss, loss.d_loss
         self.count, self.at = tf.Variable(0, dtype=tf.int64), at
 
     def d_loss(self, *args, **kwargs):
