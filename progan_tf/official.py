@@ -23,7 +23,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 from progan_tf.layers import EqualizedConv2DDownscale, EqualizedUpscaleConv2D
-from progan_tf.networks import Generator
+from progan_tf.networks import Discriminator, Generator
 
 try:                                         # NumPy 2
     from numpy._core import multiarray as _multiarray, numeric as _numeric
@@ -179,3 +179,60 @@ def assign_network_weights(network, record: NetworkRecord) -> None:
                                       f"expected one that maps onto {tuple(variable.shape)}")
         variable.assign(value)
 
+
+# --- static_kwargs -> progan_tf network options ---------------------------------------------
+
+# The original's G_paper / D_paper options that progan_tf's networks take under the same name.
+_G_OPTIONS = ("num_channels", "resolution", "label_size", "fmap_base", "fmap_decay", "fmap_max", "latent_size",
+              "normalize_latents", "use_wscale", "use_pixelnorm", "pixelnorm_epsilon", "use_leakyrelu",
+              "fused_scale")
+_D_OPTIONS = ("num_channels", "resolution", "label_size", "fmap_base", "fmap_decay", "fmap_max", "use_wscale",
+              "mbstd_group_size", "fused_scale")
+# Options that choose how the original builds its graph, not what it computes.
+_GRAPH_OPTIONS = {"structure": (None, "linear", "recursive"), "is_template_graph": (False, True),
+                  "dtype": ("float32", "float16")}
+# The original's defaults where they differ from progan_tf's constructor defaults.
+_ORIGINAL_DEFAULTS = {"num_channels": 1, "resolution": 32, "label_size": 0}
+_BUILDERS = {"G_paper": ("G", _G_OPTIONS), "D_paper": ("D", _D_OPTIONS)}
+
+
+def network_kwargs(record: NetworkRecord) -> dict:
+    """progan_tf constructor options for one original network (``G_paper`` or ``D_paper``).
+
+    An option progan_tf does not support, or a value it cannot reproduce, is refused by name.
+    """
+    if record.build_func_name not in _BUILDERS:
+        raise OfficialFormatError(f"network {record.name!r}: built by {record.build_func_name!r}; "
+                                  f"only the original's G_paper and D_paper networks are supported")
+    kind, supported = _BUILDERS[record.build_func_name]
+    kwargs = dict(_ORIGINAL_DEFAULTS)
+    for key, value in record.static_kwargs.items():
+        if key in _GRAPH_OPTIONS:
+            if value not in _GRAPH_OPTIONS[key]:
+                raise OfficialFormatError(f"network {record.name!r}: unsupported {key}={value!r}")
+        elif key in supported:
+            kwargs[key] = value
+        else:
+            raise OfficialFormatError(f"network {record.name!r}: the original's option {key}={value!r} "
+                                      f"has no progan_tf equivalent")
+    if kwargs["num_channels"] not in (1, 3):
+        raise OfficialFormatError(f"network {record.name!r}: num_channels={kwargs['num_channels']} "
+                                  f"(progan_tf networks have 1 or 3 channels)")
+    return kwargs
+
+
+def build_networks(records) -> Tuple:
+    """``(G, D, Gs)`` progan_tf networks holding the weights of the original's ``(G, D, Gs)`` records."""
+    if len(records) != 3 or [r.build_func_name for r in records] != ["G_paper", "D_paper", "G_paper"]:
+        found = [f"{r.name}:{r.build_func_name}" for r in records]
+        raise OfficialFormatError(f"expected the original's (G, D, Gs) networks, found {found}")
+    networks = []
+    for record in records:
+        cls = Generator if record.build_func_name == "G_paper" else Discriminator
+        try:
+            network = cls(**network_kwargs(record), name=record.name)
+        except ValueError as e:
+            raise OfficialFormatError(f"network {record.name!r}: {e}") from None
+        assign_network_weights(network, record)
+        networks.append(network)
+    return tuple(networks)

@@ -16,18 +16,15 @@ from conftest import FIXTURES
 from progan_tf.layers import EqualizedConv2D, EqualizedConv2DDownscale, EqualizedUpscaleConv2D
 from progan_tf.losses import LogisticR1, WGANGP
 from progan_tf.networks import Discriminator, Generator
-from progan_tf.official import OfficialFormatError, assign_network_weights, read_network_pickle
+from progan_tf.official import (OfficialFormatError, assign_network_weights, build_networks, network_kwargs,
+                                read_network_pickle)
 
 OFFICIAL = os.path.join(FIXTURES, "official-networks")
 TOLERANCE = 1e-4
 
 
 def _networks(name):
-    G, D, Gs = read_network_pickle(os.path.join(OFFICIAL, f"{name}.pkl"))
-    nets = Generator(**G.static_kwargs), Discriminator(**D.static_kwargs), Generator(**Gs.static_kwargs)
-    for net, record in zip(nets, (G, D, Gs)):
-        assign_network_weights(net, record)
-    return nets
+    return build_networks(read_network_pickle(os.path.join(OFFICIAL, f"{name}.pkl")))
 
 
 def _stage(lod, resolution_log2=5):
@@ -161,3 +158,22 @@ def test_r1_is_the_squared_gradient_norm_with_respect_to_the_full_resolution_ima
         total = tf.reduce_sum(D(tf.nn.avg_pool2d(full, 4, 4, "VALID"), res=3)[:, 0])
     expected = tf.reduce_sum(tf.square(tape.gradient(total, full)), axis=[1, 2, 3])
     np.testing.assert_allclose(stats["r1_penalty"].numpy(), expected.numpy(), rtol=1e-4)
+
+
+def test_static_kwargs_map_onto_the_network_options_and_the_rest_is_refused():
+    G, D, _ = read_network_pickle(os.path.join(OFFICIAL, "gray32-cond-nofused.pkl"))
+    assert network_kwargs(G) == dict(num_channels=1, resolution=32, label_size=10, fmap_base=256, fmap_max=32,
+                                     latent_size=32, fused_scale=False)
+    assert network_kwargs(D)["fused_scale"] is False
+    G.static_kwargs["structure"] = "linear"          # how the original builds its graph: same function
+    assert "structure" not in network_kwargs(G)
+    for bad, match in (({"use_noise": True}, "option use_noise=True has no progan_tf equivalent"),
+                       ({"dtype": "int8"}, "unsupported dtype='int8'"),
+                       ({"num_channels": 4}, "num_channels=4")):
+        record = read_network_pickle(os.path.join(OFFICIAL, "gray32-cond-nofused.pkl"))[0]
+        record.static_kwargs.update(bad)
+        with pytest.raises(OfficialFormatError, match=match):
+            network_kwargs(record)
+    D.build_func_name = "D_stylegan"
+    with pytest.raises(OfficialFormatError, match="D_stylegan"):
+        network_kwargs(D)
