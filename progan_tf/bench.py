@@ -1,11 +1,14 @@
-"""``progan-bench``: the speed figures of BENCHMARK.md as JSON lines on stdout.
+"""``progan-bench``: the training, generation, input and SWD speed figures, as JSON lines on stdout.
 
-    progan-bench --config=B32            # or B128; --seconds=20 --repeats=3 by default
+    progan-bench --config=B32                                   # or B128; --seconds=20 --repeats=3
+    progan-bench --config=B32 --figures=train_stable_img_s      # one figure
+    progan-bench --precision=float32,mixed_bfloat16 --jit_compile=off,on   # one run per combination
 
 Each figure is printed as one JSON object with ``name``, ``median``, ``min``,
 ``max`` and ``unit`` (plus the config and context), so other tools can read it.
 Training figures run the trainer's own compiled steps on a synthetic dataset
 written in the normal format, so they measure what ``progan-train`` does.
+The configs and how the figures are measured are described in docs/speed.md.
 """
 
 from __future__ import annotations
@@ -20,14 +23,22 @@ import time
 
 from absl import app, flags
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config (BENCHMARK.md).")
-flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).")
-flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).")
+from progan_tf import toolflags
+
+# TensorFlow and the trainer are imported inside the functions that use them, so that
+# `progan-bench --help` answers at once instead of after seconds of imports.
+
+FLAGS = flags.FlagValues()   # own flags, as the other tools: importing this next to other CLIs cannot clash
+_d = dict(flag_values=FLAGS)
+flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config: B32 is 32x32 grayscale, minibatch 32; "
+                  "B128 is 128x128 RGB, minibatch 16 (docs/speed.md).", **_d)
+flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).", **_d)
+flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).", **_d)
 flags.DEFINE_list("figures", ["train_stable_img_s", "train_fade_img_s", "gen_img_s", "train_gflop_s",
-                              "data_img_s", "swd_img_s"], "Figures to measure.")
-flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.")
-flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.")
+                              "data_img_s", "swd_img_s"], "Figures to measure.", **_d)
+flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.",
+                  **_d)
+flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.", **_d)
 
 # name: (resolution, channels, fmap_base, fmap_max, latent, minibatch)
 CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 16)}
@@ -300,7 +311,8 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    """Console-script entry point (``progan-bench``)."""
+    toolflags.run_app("progan-bench", FLAGS, main, toolflags.flag_help(__doc__, FLAGS))
 
 
 if __name__ == "__main__":

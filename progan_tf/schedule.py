@@ -27,10 +27,6 @@ class Schedule:
     D_lrate: float
     tick_kimg: float
 
-    @property
-    def fading(self) -> bool:
-        return self.alpha < 1.0
-
 
 def _lookup(table: Mapping | None, resolution: int, default):
     for key, value in (table or {}).items():

@@ -49,9 +49,11 @@ def flag_help(doc: str, tool_flags: flags.FlagValues) -> Callable[[Sequence[str]
 
 
 def run_app(prog: str, tool_flags: flags.FlagValues, main: Callable,
-            help_text: Callable[[Sequence[str]], Optional[str]]) -> None:
+            help_text: Callable[[Sequence[str]], Optional[str]],
+            flags_parser: Optional[Callable[[List[str]], List[str]]] = None) -> None:
     """Console-script entry point: prints ``help_text(sys.argv)`` and exits 0 when it is not
-    None, else runs ``main`` under absl with the tool's flags parsed first."""
+    None, else runs ``main`` under absl with the tool's flags parsed first (by `parse`, or by
+    ``flags_parser`` for a tool that reports its own parse errors)."""
     text = help_text(sys.argv)
     if text is not None:
         try:
@@ -59,4 +61,4 @@ def run_app(prog: str, tool_flags: flags.FlagValues, main: Callable,
         except BrokenPipeError:  # e.g. `progan-dataset --help | head`
             pass
         sys.exit(0)
-    app.run(main, flags_parser=lambda argv: parse(prog, tool_flags, argv))
+    app.run(main, flags_parser=flags_parser or (lambda argv: parse(prog, tool_flags, argv)))
