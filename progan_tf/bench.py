@@ -303,6 +303,9 @@ def swd_rate(seconds: float, repeats: int, num_images: int = 2048):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from progan_tf.train import configure_tensorflow
+
+    configure_tensorflow()   # the TensorFlow settings progan-train runs with
     for precision in FLAGS.precision:
         for jit in FLAGS.jit_compile:
             for result in run_benchmark(FLAGS.config, FLAGS.seconds, FLAGS.repeats, FLAGS.figures, precision, jit):

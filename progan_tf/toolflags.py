@@ -2,15 +2,22 @@
 
 Each tool defines its flags on its own ``flags.FlagValues()``, so tools imported
 together (in tests, or one tool calling another) cannot clash; absl's global
-flags (``--verbosity`` ...) are parsed after them.
+flags (``--verbosity`` ...) are parsed after them. Importing this module sets
+``TF_CPP_MIN_LOG_LEVEL=1`` unless it is set (see below).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
 from absl import app, flags
+
+# Every command-line tool imports this module before TensorFlow, so this is the one place that
+# quiets TensorFlow's C++ INFO lines (as the original's TF_CPP_MIN_LOG_LEVEL=1); warnings and errors
+# still show, and a value the user set is kept. TensorFlow reads it once, when it is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def parse(prog: str, tool_flags: flags.FlagValues, argv: Sequence[str]) -> List[str]:

@@ -110,6 +110,20 @@ def make_strategy(name: str, num_cpu_devices: int, collective_timeout: int = 600
     return tf.distribute.get_strategy()
 
 
+def configure_tensorflow(deterministic: bool = False) -> None:
+    """Process-wide TensorFlow settings of a training (or benchmark) process, before any step is traced.
+
+    Grappler's remapper is off: on the D step's gradient it fails on the fusion of conv, bias and
+    leaky ReLU whose gradient still needs the bias output, logs an error-looking
+    ``remapper failed: INVALID_ARGUMENT ...`` line and leaves that graph unfused anyway.
+    """
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -118,8 +132,7 @@ def main(argv):
     from progan_tf import data as data_lib
     from progan_tf.training import Interrupted, Trainer, TrainingError, worker_role
 
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    configure_tensorflow(FLAGS.deterministic)
     # Before anything else touches the TF runtime (MultiWorkerMirroredStrategy requires it).
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_cpu_devices, FLAGS.collective_timeout)
     num_workers, is_chief = worker_role(strategy)
