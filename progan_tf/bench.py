@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 from absl import app, flags
 
 from progan_tf import toolflags
@@ -70,7 +71,7 @@ def discriminator_flops(D, res: int) -> int:
 
 
 def training_flops_per_image(G, D, res: int) -> float:
-    """Model FLOPs of one real image's D step + G step (WGAN-GP), as BENCHMARK.md counts them.
+    """Model FLOPs of one real image's D step + G step (WGAN-GP), as docs/speed.md counts them.
 
     D step: G forward, D forward on reals, fakes and interpolates, the penalty's
     input gradient (one more D pass), and a backward of twice the forward for
@@ -190,8 +191,6 @@ def cpu_flags() -> dict:
 
 def write_synthetic_dataset(path: str, resolution: int, channels: int, num_images: int) -> None:
     """A random-image dataset in the normal TFRecord-pyramid format (through the dataset tool)."""
-    import numpy as np
-
     from progan_tf import dataset_tool
 
     rng = np.random.RandomState(0)
@@ -290,8 +289,6 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
 def swd_rate(seconds: float, repeats: int, num_images: int = 2048):
     """Images per second (per side) through SWD descriptor extraction and distance, 32x32 RGB,
     the paper's settings (128 neighbourhoods per image and level, 4 x 128 directions)."""
-    import numpy as np
-
     from progan_tf.metrics.swd import swd
 
     rng = np.random.RandomState(0)

@@ -1,4 +1,4 @@
-"""The generator's exponential moving average (``Gs``, SPEC.md section 4).
+"""The generator's exponential moving average (``Gs``, docs/method.md).
 
 ``Gs`` is a separate model with G's configuration whose weights follow G:
 after every training iteration ``w_Gs <- w_G + beta * (w_Gs - w_G)`` with

@@ -45,6 +45,10 @@ from absl import flags, logging
 from progan_tf import rundir, toolflags
 from progan_tf.images import to_uint8_tensor
 
+# TensorFlow, Keras and the package's modules built on them (networks, ema, snapshot) are imported
+# inside the functions that use them: importing them takes seconds, and `progan-export --help`,
+# argument errors and load_metadata (which needs no TensorFlow) should not wait for them.
+
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 flags.DEFINE_integer("resolution", None, "Output resolution in pixels, a power of two from 4 up to the model's "
                      "resolution (default: the highest resolution training had reached at the checkpoint).",

@@ -28,10 +28,17 @@ import sys
 from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
 from absl import flags, logging
 
+from progan_tf import export, rundir, toolflags
 from progan_tf import images as images_lib
-from progan_tf import rundir, toolflags
+
+# Imported where they are used, because importing them takes seconds (or they are optional) and
+# `--help`, argument errors and progress videos should not wait for them: TensorFlow and
+# progan_tf.snapshot (models), scipy (interpolation videos), imageio and imageio-ffmpeg (MP4).
 
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 _d = dict(flag_values=FLAGS)
@@ -106,7 +113,6 @@ class ModelSource:
 def _checkpoint_source(path: str, resolution: Optional[int]) -> ModelSource:
     import tensorflow as tf
 
-    from progan_tf import export
     from progan_tf.snapshot import SnapshotError, load_snapshot
 
     try:
@@ -128,8 +134,6 @@ def _checkpoint_source(path: str, resolution: Optional[int]) -> ModelSource:
 
 def _saved_model_source(path: str, resolution: Optional[int]) -> ModelSource:
     import tensorflow as tf
-
-    from progan_tf import export
 
     try:
         info = export.load_metadata(path)
@@ -286,8 +290,6 @@ def write_video(path: str, frames: Iterator[np.ndarray], fps: int, fmt: str, zoo
                     w.append_data(_to_rgb_even(frame, zoom))
                     count += 1
         else:
-            import PIL.Image
-
             pil = [PIL.Image.fromarray(_to_rgb_even(f, zoom)) for f in frames]
             count = len(pil)
             if not pil:
@@ -347,10 +349,6 @@ def progress_snapshots(run_dir: str) -> List[tuple]:
 
 
 def _label(image, lod, seconds, kimg):
-    import PIL.Image
-    import PIL.ImageDraw
-    import PIL.ImageFont
-
     img = PIL.Image.fromarray(image)
     draw = PIL.ImageDraw.Draw(img)
     size = max(10, img.height // 40)
@@ -371,8 +369,6 @@ def _label(image, lod, seconds, kimg):
 
 
 def progress_frames(snaps, duration_sec: float, fps: int, time_warp: float) -> Iterator[np.ndarray]:
-    import PIL.Image
-
     times = [s[0] for s in snaps]
     num_frames = max(1, int(np.rint(duration_sec * fps)))
     cache, size = {}, None
@@ -478,9 +474,7 @@ def main(argv) -> int:
               "[flags]  (or: progan-generate --progress_video=<run dir> <output dir>)", file=sys.stderr)
         return 2
     model, output_dir = (None, args[0]) if len(args) == 1 else args
-    from progan_tf.export import quiet_tensorflow
-
-    quiet_tensorflow()
+    export.quiet_tensorflow()
     try:
         written = generate(model, output_dir, FLAGS)
     except GenerateError as e:

@@ -31,12 +31,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tqdm import tqdm
 
 from progan_tf import data as data_lib
 from progan_tf import images as images_lib
 from progan_tf import rundir
 from progan_tf.ema import clone_model, update_ema
 from progan_tf.losses import get_loss
+from progan_tf.metrics.evaluate import ExtractorOptions
+from progan_tf.metrics.fid import ExtractorError
+from progan_tf.metrics.runs import PeriodicMetrics
 from progan_tf.networks import Discriminator, Generator, resolution_log2
 from progan_tf.precision import resolve_jit, resolve_precision
 from progan_tf.schedule import Schedule, new_block_started, training_schedule
@@ -136,11 +140,6 @@ class Trainer:
 
     def _periodic_metrics(self, dataset_dir: str):
         """``train.metrics`` every ``train.metrics_ticks`` ticks; bad settings fail here, before training."""
-        from progan_tf.metrics.fid import ExtractorError
-        from progan_tf.metrics.runs import PeriodicMetrics
-
-        from progan_tf.metrics.evaluate import ExtractorOptions
-
         c = self.config.train
         if int(c.metrics_ticks) < 1:
             raise TrainingError(f"config train.metrics_ticks must be >= 1 with train.metrics={c.metrics!r}")
@@ -646,7 +645,6 @@ class _progress_bar:
     """A tqdm bar of images shown, refreshed between iterations; silent when stderr is not a terminal."""
 
     def __init__(self, total: int, initial: int):
-        from tqdm import tqdm
         self._bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
                          disable=None, leave=False, desc="training")
 
