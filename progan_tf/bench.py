@@ -1,11 +1,14 @@
-"""``progan-bench``: the speed figures of BENCHMARK.md as JSON lines on stdout.
+"""``progan-bench``: the training, generation, input and SWD speed figures, as JSON lines on stdout.
 
-    progan-bench --config=B32            # or B128; --seconds=20 --repeats=3 by default
+    progan-bench --config=B32                                   # or B128; --seconds=20 --repeats=3
+    progan-bench --config=B32 --figures=train_stable_img_s      # one figure
+    progan-bench --precision=float32,mixed_bfloat16 --jit_compile=off,on   # one run per combination
 
 Each figure is printed as one JSON object with ``name``, ``median``, ``min``,
 ``max`` and ``unit`` (plus the config and context), so other tools can read it.
 Training figures run the trainer's own compiled steps on a synthetic dataset
 written in the normal format, so they measure what ``progan-train`` does.
+The configs and how the figures are measured are described in docs/speed.md.
 """
 
 from __future__ import annotations
@@ -18,20 +21,27 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 from absl import app, flags
 
-from progan_tf.layers import EqualizedConv2DDownscale, EqualizedUpscaleConv2D
+from progan_tf import toolflags
 
-FLAGS = flags.FLAGS
-flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config (BENCHMARK.md).")
-flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).")
-flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).")
+# TensorFlow and the trainer are imported inside the functions that use them, so that
+# `progan-bench --help` answers at once instead of after seconds of imports.
+
+FLAGS = flags.FlagValues()   # own flags, as the other tools: importing this next to other CLIs cannot clash
+_d = dict(flag_values=FLAGS)
+flags.DEFINE_enum("config", "B32", ["B32", "B128"], "Benchmark config: B32 is 32x32 grayscale, minibatch 32; "
+                  "B128 is 128x128 RGB, minibatch 16 (docs/speed.md).", **_d)
+flags.DEFINE_float("seconds", 20.0, "Seconds timed per repeat of each figure (after a warm-up).", **_d)
+flags.DEFINE_integer("repeats", 3, "Timed repeats per figure (median, min and max are reported).", **_d)
 flags.DEFINE_list("figures", ["train_stable_img_s", "train_fade_img_s", "gen_img_s", "train_gflop_s",
-                              "data_img_s", "swd_img_s"], "Figures to measure.")
-flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.")
-flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.")
+                              "data_img_s", "swd_img_s"], "Figures to measure.", **_d)
+flags.DEFINE_list("precision", ["float32"], "train.precision settings to measure, e.g. float32,mixed_bfloat16.",
+                  **_d)
+flags.DEFINE_list("jit_compile", ["off"], "train.jit_compile settings to measure, e.g. off,on.", **_d)
 flags.DEFINE_list("fused_scale", ["on", "off"], "G/D.fused_scale settings to measure: on (the original's fused "
-                  "up/downscale convolutions, the default) and/or off (separate layers).")
+                  "up/downscale convolutions, the default) and/or off (separate layers).", **_d)
 
 # name: (resolution, channels, fmap_base, fmap_max, latent, minibatch)
 CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 16)}
@@ -41,6 +51,8 @@ CONFIGS = {"B32": (32, 1, 2048, 256, 256, 32), "B128": (128, 3, 4096, 256, 256, 
 
 def conv_channels(layer) -> tuple:
     """``(in, out)`` channels of a conv layer; the fused upscale conv stores ``[k, k, out, in]``."""
+    from progan_tf.layers import EqualizedUpscaleConv2D   # TensorFlow: lazy, as at the top
+
     c_a, c_b = int(layer.kernel.shape[2]), int(layer.kernel.shape[3])
     return (c_b, c_a) if isinstance(layer, EqualizedUpscaleConv2D) else (c_a, c_b)
 
@@ -50,6 +62,8 @@ def conv_flops(layer, size: int) -> int:
     as executed: a plain k x k conv does k*k per output pixel and channel pair; the fused
     up/downscale convs are one (k+1) x (k+1) stride-2 conv between ``size`` and ``size / 2``
     pixels, (k+1)**2 / 4 per ``size``-resolution pixel (4 for k = 3, instead of 9)."""
+    from progan_tf.layers import EqualizedConv2DDownscale, EqualizedUpscaleConv2D
+
     k = int(layer.kernel.shape[0])
     c_in, c_out = conv_channels(layer)
     if isinstance(layer, (EqualizedUpscaleConv2D, EqualizedConv2DDownscale)):
@@ -75,7 +89,7 @@ def discriminator_flops(D, res: int) -> int:
 
 
 def training_flops_per_image(G, D, res: int) -> float:
-    """Model FLOPs of one real image's D step + G step (WGAN-GP), as BENCHMARK.md counts them.
+    """Model FLOPs of one real image's D step + G step (WGAN-GP), as docs/speed.md counts them.
 
     D step: G forward, D forward on reals, fakes and interpolates, the penalty's
     input gradient (one more D pass), and a backward of twice the forward for
@@ -196,8 +210,6 @@ def cpu_flags() -> dict:
 
 def write_synthetic_dataset(path: str, resolution: int, channels: int, num_images: int) -> None:
     """A random-image dataset in the normal TFRecord-pyramid format (through the dataset tool)."""
-    import numpy as np
-
     from progan_tf import dataset_tool
 
     rng = np.random.RandomState(0)
@@ -298,8 +310,6 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
 def swd_rate(seconds: float, repeats: int, num_images: int = 2048):
     """Images per second (per side) through SWD descriptor extraction and distance, 32x32 RGB,
     the paper's settings (128 neighbourhoods per image and level, 4 x 128 directions)."""
-    import numpy as np
-
     from progan_tf.metrics.swd import swd
 
     rng = np.random.RandomState(0)
@@ -311,6 +321,10 @@ def swd_rate(seconds: float, repeats: int, num_images: int = 2048):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from progan_tf.train import configure_tensorflow
+
+    configure_tensorflow()   # the TensorFlow settings progan-train runs with
+
     fused_settings = []
     for value in FLAGS.fused_scale:
         if value not in ("on", "off"):
@@ -326,7 +340,8 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    """Console-script entry point (``progan-bench``)."""
+    toolflags.run_app("progan-bench", FLAGS, main, toolflags.flag_help(__doc__, FLAGS))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The generator's exponential moving average (``Gs``, SPEC.md section 4).
+"""The generator's exponential moving average (``Gs``, docs/method.md).
 
 ``Gs`` is a separate model with G's configuration whose weights follow G:
 after every training iteration ``w_Gs <- w_G + beta * (w_Gs - w_G)`` with
@@ -12,9 +12,12 @@ import keras
 import tensorflow as tf
 
 
-def clone_model(model: keras.Model) -> keras.Model:
-    """A new model of the same class and config holding a copy of ``model``'s weights."""
-    copy = model.__class__.from_config(model.get_config())
+def clone_model(model: keras.Model, **config_changes) -> keras.Model:
+    """A new model of the same class and config (with ``config_changes``) holding a copy of ``model``'s weights.
+
+    The changes must keep the weights' shapes, e.g. ``dtype``, ``name`` or ``normalize_latents``.
+    """
+    copy = model.__class__.from_config({**model.get_config(), **config_changes})
     copy.set_weights(model.get_weights())
     return copy
 

@@ -32,7 +32,6 @@ renamed into place when complete.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -43,7 +42,12 @@ from typing import Optional, Sequence
 
 from absl import flags, logging
 
-from progan_tf import toolflags
+from progan_tf import rundir, toolflags
+from progan_tf.images import to_uint8_tensor
+
+# TensorFlow, Keras and the package's modules built on them (networks, ema, snapshot) are imported
+# inside the functions that use them: importing them takes seconds, and `progan-export --help`,
+# argument errors and load_metadata (which needs no TensorFlow) should not wait for them.
 
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 flags.DEFINE_integer("resolution", None, "Output resolution in pixels, a power of two from 4 up to the model's "
@@ -58,7 +62,6 @@ flags.DEFINE_enum("precision", "float32", ["float32", "trained"], "float32: expo
                   flag_values=FLAGS)
 flags.DEFINE_bool("overwrite", False, "Replace an existing export at the output path.", flag_values=FLAGS)
 
-METADATA_FILE = "progan_metadata.json"
 METADATA_FORMAT = "progan_tf.export/1"
 SIGNATURES = ("serving_default", "serving_truncated", "generate_from_seeds", "generate_from_seeds_truncated")
 
@@ -143,15 +146,10 @@ class ServingGenerator:
     """
 
     def __init__(self, Gs, res_log2: Optional[int] = None, precision: str = "float32"):
-        from progan_tf.networks import Generator
+        from progan_tf.ema import clone_model   # imports Keras: see the note on imports at the top
 
-        config = dict(Gs.get_config())
-        self.normalize_latents = bool(config.get("normalize_latents", True))
-        config["normalize_latents"] = False
-        if precision == "float32":
-            config["dtype"] = "float32"
-        self.G = Generator.from_config(config)
-        self.G.set_weights(Gs.get_weights())
+        self.normalize_latents = bool(Gs.get_config().get("normalize_latents", True))
+        self.G = clone_model(Gs, normalize_latents=False, **({"dtype": "float32"} if precision == "float32" else {}))
         self.res_log2 = self.G.check_res(res_log2)
         self.resolution = 2 ** self.res_log2
         self.latent_size, self.label_size = self.G.latent_size, self.G.label_size
@@ -169,7 +167,7 @@ class ServingGenerator:
             x = tf.concat([x[:, :self.latent_size] * tf.cast(psi[:, None], x.dtype), x[:, self.latent_size:]], 1)
             y = self.G(x[:, :self.latent_size], x[:, self.latent_size:] if labels is not None else None,
                        res=self.res_log2)
-            return tf.cast(tf.clip_by_value(tf.round(tf.cast(y, tf.float32) * 127.5 + 127.5), 0.0, 255.0), tf.uint8)
+            return to_uint8_tensor(y)
 
         # oneDNN gives a conv on an empty batch the wrong channel count; an empty request gets an empty answer.
         return tf.cond(tf.shape(latents)[0] > 0, run, self.empty_images)
@@ -273,19 +271,14 @@ def build_metadata(gen: ServingGenerator, label_names=None, training: Optional[d
 
 def load_metadata(export_dir: str) -> dict:
     """The metadata JSON of an export (no TensorFlow needed)."""
-    path = os.path.join(export_dir, "assets", METADATA_FILE)
+    path = rundir.export_metadata_path(export_dir)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return rundir.read_json(path)
     except (OSError, ValueError) as e:
         raise ExportError(f"{export_dir}: no readable progan-export metadata ({path}: {e})") from None
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-def is_saved_model(path: str) -> bool:
-    return any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt"))
-
 
 def check_output(path: str, overwrite: bool) -> None:
     """Refuses an existing output (unless ``overwrite`` and it is a SavedModel or empty) or an unwritable parent."""
@@ -293,7 +286,7 @@ def check_output(path: str, overwrite: bool) -> None:
     if os.path.lexists(path):
         if not overwrite:
             raise ExportError(f"output {path} exists (pass --overwrite to replace it)")
-        if not os.path.isdir(path) or (os.listdir(path) and not is_saved_model(path)):
+        if not os.path.isdir(path) or (os.listdir(path) and not rundir.is_saved_model(path)):
             raise ExportError(f"output {path} exists and is not a SavedModel; refusing to replace it")
     parent = os.path.dirname(path)
     probe = parent
@@ -328,9 +321,8 @@ def write_saved_model(gen: ServingGenerator, output_dir: str, metadata: dict, ov
     except OSError as e:
         raise ExportError(f"output {output_dir}: cannot write in {parent} ({e.strerror})") from None
     try:
-        meta_path = os.path.join(work, METADATA_FILE)
-        with open(meta_path, "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2, default=str)
+        meta_path = os.path.join(work, rundir.EXPORT_METADATA_FILE)
+        rundir.write_json(meta_path, metadata, default=str)
         # Not archive.track(gen.G): the endpoints' captured variables are saved anyway, and tracking
         # the Keras variables as well would store every weight twice (and unused stages too).
         archive = keras.export.ExportArchive()
@@ -358,17 +350,6 @@ def export_generator(Gs, output_dir: str, res_log2: Optional[int] = None, label_
 
 # --- from a run --------------------------------------------------------------------------------
 
-def checkpoint_lod(prefix: str) -> Optional[float]:
-    """The level of detail training was at when the checkpoint was written (None if unknown)."""
-    import tensorflow as tf
-
-    try:
-        lod = float(tf.train.load_checkpoint(prefix).get_tensor("prev_lod/.ATTRIBUTES/VARIABLE_VALUE"))
-    except (tf.errors.OpError, ValueError, KeyError):
-        return None
-    return lod if lod >= 0 else None
-
-
 def choose_resolution(G, lod: Optional[float], resolution: Optional[int], allow_unreached: bool) -> int:
     """``res_log2`` to export: the requested resolution, checked, or the highest one training reached."""
     from progan_tf.networks import resolution_log2
@@ -392,10 +373,10 @@ def choose_resolution(G, lod: Optional[float], resolution: Optional[int], allow_
     return res
 
 
-def _read_json(path: str) -> Optional[dict]:
+def _training_config(run_dir: str) -> Optional[dict]:
+    """The run's config.json (None when it has none or it is unreadable)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE))
     except (OSError, ValueError):
         return None
 
@@ -421,12 +402,12 @@ def export_run(path: str, output_dir: str, resolution: Optional[int] = None, all
         snapshot = load_snapshot(path)
     except SnapshotError as e:
         raise ExportError(str(e)) from None
-    lod = checkpoint_lod(snapshot.checkpoint)
+    lod = rundir.checkpoint_info(snapshot.checkpoint).lod
     res = choose_resolution(snapshot.Gs, lod, resolution, allow_unreached)
     names = label_names if label_names is not None else default_label_names(snapshot, snapshot.Gs.label_size)
     gen = ServingGenerator(snapshot.Gs, res, precision)
     metadata = build_metadata(gen, names, training_info(snapshot, lod),
-                              _read_json(os.path.join(snapshot.run_dir, "config.json")))
+                              _training_config(snapshot.run_dir))
     return write_saved_model(gen, output_dir, metadata, overwrite), metadata
 
 

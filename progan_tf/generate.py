@@ -22,17 +22,23 @@ animated GIF; ``--video_format`` chooses (also lossless animated WebP). Existing
 from __future__ import annotations
 
 import bisect
-import glob
 import os
 import re
 import sys
 from typing import Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
 from absl import flags, logging
 
+from progan_tf import export, rundir, toolflags
 from progan_tf import images as images_lib
-from progan_tf import toolflags
+
+# Imported where they are used, because importing them takes seconds (or they are optional) and
+# `--help`, argument errors and progress videos should not wait for them: TensorFlow and
+# progan_tf.snapshot (models), scipy (interpolation videos), imageio and imageio-ffmpeg (MP4).
 
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 _d = dict(flag_values=FLAGS)
@@ -73,7 +79,7 @@ class GenerateError(ValueError):
 
 # --- models: a checkpoint or an exported SavedModel behind one interface ------------------------
 
-class ImageSource:
+class ModelSource:
     """Generates uint8 NHWC images by latents or by seeds, through the export's four signatures."""
 
     def __init__(self, call: Callable[[str, dict], np.ndarray], info: dict, what: str):
@@ -104,15 +110,14 @@ class ImageSource:
         return self._run(False, np.asarray(latents, np.float32), labels, psi, batch_size)
 
 
-def _checkpoint_source(path: str, resolution: Optional[int]) -> ImageSource:
+def _checkpoint_source(path: str, resolution: Optional[int]) -> ModelSource:
     import tensorflow as tf
 
-    from progan_tf import export
     from progan_tf.snapshot import SnapshotError, load_snapshot
 
     try:
         snapshot = load_snapshot(path)
-        lod = export.checkpoint_lod(snapshot.checkpoint)
+        lod = rundir.checkpoint_info(snapshot.checkpoint).lod
         gen = export.ServingGenerator(snapshot.Gs, export.choose_resolution(snapshot.Gs, lod, resolution, False))
     except (SnapshotError, export.ExportError) as e:
         raise GenerateError(str(e)) from None
@@ -124,13 +129,11 @@ def _checkpoint_source(path: str, resolution: Optional[int]) -> ImageSource:
         specs = gen.signatures()[name][1]
         return gen.function(name)(*[tf.constant(inputs[s.name], s.dtype) for s in specs])["images"].numpy()
 
-    return ImageSource(call, info, snapshot.checkpoint)
+    return ModelSource(call, info, snapshot.checkpoint)
 
 
-def _saved_model_source(path: str, resolution: Optional[int]) -> ImageSource:
+def _saved_model_source(path: str, resolution: Optional[int]) -> ModelSource:
     import tensorflow as tf
-
-    from progan_tf import export
 
     try:
         info = export.load_metadata(path)
@@ -149,14 +152,12 @@ def _saved_model_source(path: str, resolution: Optional[int]) -> ImageSource:
         kwargs = {k: tf.constant(v, fn.structured_input_signature[1][k].dtype) for k, v in inputs.items()}
         return fn(**kwargs)["images"].numpy()
 
-    return ImageSource(call, info, path)
+    return ModelSource(call, info, path)
 
 
-def open_model(path: str, resolution: Optional[int] = None) -> ImageSource:
-    """A run directory, checkpoint prefix or progan-export SavedModel as an :class:`ImageSource`."""
-    from progan_tf.export import is_saved_model
-
-    if os.path.isdir(path) and is_saved_model(path):
+def open_model(path: str, resolution: Optional[int] = None) -> ModelSource:
+    """A run directory, checkpoint prefix or progan-export SavedModel as an :class:`ModelSource`."""
+    if os.path.isdir(path) and rundir.is_saved_model(path):
         return _saved_model_source(path, resolution)
     return _checkpoint_source(path, resolution)
 
@@ -199,13 +200,13 @@ def class_index(value: str, names: Optional[Sequence[str]], label_size: int) -> 
     return index
 
 
-def label_rows(source: ImageSource, classes: Sequence[int]) -> Optional[np.ndarray]:
+def label_rows(source: ModelSource, classes: Sequence[int]) -> Optional[np.ndarray]:
     if not source.label_size:
         return None
     return np.eye(source.label_size, dtype=np.float32)[np.asarray(classes, np.int64)]
 
 
-def image_classes(source: ImageSource, seeds: Sequence[int], labels_flag) -> Optional[List[int]]:
+def image_classes(source: ModelSource, seeds: Sequence[int], labels_flag) -> Optional[List[int]]:
     """The class of each image of a conditional model (None for an unconditional one)."""
     if not source.label_size:
         if labels_flag:
@@ -289,8 +290,6 @@ def write_video(path: str, frames: Iterator[np.ndarray], fps: int, fmt: str, zoo
                     w.append_data(_to_rgb_even(frame, zoom))
                     count += 1
         else:
-            import PIL.Image
-
             pil = [PIL.Image.fromarray(_to_rgb_even(f, zoom)) for f in frames]
             count = len(pil)
             if not pil:
@@ -322,7 +321,7 @@ def interpolation_latents(num_frames: int, num_images: int, latent_size: int, sm
     return latents / np.sqrt(np.mean(np.square(latents)))
 
 
-def interpolation_frames(source: ImageSource, latents: np.ndarray, labels, grid, psi: float,
+def interpolation_frames(source: ModelSource, latents: np.ndarray, labels, grid, psi: float,
                          batch_size: int) -> Iterator[np.ndarray]:
     num_frames, per_frame = latents.shape[:2]
     frames_per_call = max(1, batch_size // per_frame)
@@ -336,42 +335,20 @@ def interpolation_frames(source: ImageSource, latents: np.ndarray, labels, grid,
 
 # --- training-progress video (the original's generate_training_video) ---------------------------
 
-_LOG_RE = re.compile(r"kimg ([\d.]+)\s+lod ([\d.]+).*?time ((?:\d+[dhms] ?)+)")
-
-
-def _seconds(text: str) -> int:
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    return sum(int(v) * units[u] for v, u in re.findall(r"(\d+)([dhms])", text))
-
-
 def progress_snapshots(run_dir: str) -> List[tuple]:
     """``[(training seconds, png, kimg, lod or None)]`` in time order, from log.txt and fakes*.png."""
     if not os.path.isdir(run_dir):
         raise GenerateError(f"--progress_video: no such run directory {run_dir}")
-    pngs = {int(m.group(1)): p for p in glob.glob(os.path.join(run_dir, "fakes*.png"))
-            if (m := re.fullmatch(r"fakes(\d+)\.png", os.path.basename(p)))}
+    pngs = rundir.list_fakes(run_dir)
     if not pngs:
         raise GenerateError(f"--progress_video: no fakes*.png in {run_dir}")
-    snaps = []
-    try:
-        with open(os.path.join(run_dir, "log.txt"), encoding="utf-8") as f:
-            for line in f:
-                m = _LOG_RE.search(line)
-                if m and int(float(m.group(1))) in pngs:
-                    snaps.append((_seconds(m.group(3)), pngs[int(float(m.group(1)))], float(m.group(1)),
-                                  float(m.group(2))))
-    except OSError:
-        pass
+    snaps = [(t.time_s, pngs[int(t.kimg)], t.kimg, t.lod) for t in rundir.read_ticks(run_dir) if int(t.kimg) in pngs]
     if not snaps:   # no usable log: evenly spaced, in kimg order
         snaps = [(i, pngs[k], float(k), None) for i, k in enumerate(sorted(pngs))]
     return sorted(snaps, key=lambda s: s[0])
 
 
 def _label(image, lod, seconds, kimg):
-    import PIL.Image
-    import PIL.ImageDraw
-    import PIL.ImageFont
-
     img = PIL.Image.fromarray(image)
     draw = PIL.ImageDraw.Draw(img)
     size = max(10, img.height // 40)
@@ -392,8 +369,6 @@ def _label(image, lod, seconds, kimg):
 
 
 def progress_frames(snaps, duration_sec: float, fps: int, time_warp: float) -> Iterator[np.ndarray]:
-    import PIL.Image
-
     times = [s[0] for s in snaps]
     num_frames = max(1, int(np.rint(duration_sec * fps)))
     cache, size = {}, None
@@ -499,9 +474,7 @@ def main(argv) -> int:
               "[flags]  (or: progan-generate --progress_video=<run dir> <output dir>)", file=sys.stderr)
         return 2
     model, output_dir = (None, args[0]) if len(args) == 1 else args
-    from progan_tf.export import quiet_tensorflow
-
-    quiet_tensorflow()
+    export.quiet_tensorflow()
     try:
         written = generate(model, output_dir, FLAGS)
     except GenerateError as e:

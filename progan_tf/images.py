@@ -8,24 +8,34 @@ import numpy as np
 import PIL.Image
 
 
+def _uint8_scale_bias(drange) -> tuple[float, float]:
+    """``x * scale + bias`` maps ``drange`` onto [0, 255], as the original's adjust_dynamic_range."""
+    lo, hi = float(drange[0]), float(drange[1])
+    scale = 255.0 / (hi - lo)
+    return scale, -lo * scale
+
+
 def to_uint8(images, drange=(-1.0, 1.0)) -> np.ndarray:
-    """Maps float images from ``drange`` to uint8 [0, 255], rounding and clipping."""
-    images = np.asarray(images, dtype=np.float32)
-    lo, hi = drange
-    scaled = (images - lo) * (255.0 / (hi - lo))
-    return np.rint(scaled).clip(0, 255).astype(np.uint8)
+    """Float images in ``drange`` -> uint8 [0, 255]: ``rint(x * scale + bias)`` clipped, in float32.
+
+    With the default range that is ``rint(x * 127.5 + 127.5)``, the original's conversion
+    (training snapshots, metrics and progan-generate all use it).
+    """
+    scale, bias = _uint8_scale_bias(drange)
+    x = np.asarray(images, dtype=np.float32)
+    return np.clip(np.rint(x * np.float32(scale) + np.float32(bias)), 0, 255).astype(np.uint8)
 
 
-def default_grid_size(resolution: int, num_images_max: int = 64) -> tuple[int, int]:
-    """A roughly 16:9 grid of at most ``num_images_max`` images and at most ~1080p."""
-    gw = int(np.clip(1920 // resolution, 1, 32))
-    gh = int(np.clip(1080 // resolution, 1, 32))
-    while gw * gh > num_images_max and (gw > 1 or gh > 1):
-        if gw >= gh:
-            gw -= 1
-        else:
-            gh -= 1
-    return gw, gh
+def to_uint8_tensor(images, drange=(-1.0, 1.0)):
+    """`to_uint8` as TensorFlow ops, for graphs that must run without this package (the SavedModel).
+
+    ``tf.round`` rounds half to even like ``np.rint``, so both give the same bytes.
+    """
+    import tensorflow as tf   # only exports trace this: image-grid users need not load TensorFlow
+
+    scale, bias = _uint8_scale_bias(drange)
+    x = tf.cast(images, tf.float32) * scale + bias
+    return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
 
 def image_grid(images: np.ndarray, grid_size) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The original's training schedule (SPEC.md section 4): everything that depends on kimg.
+"""The original's training schedule (docs/method.md): everything that depends on kimg.
 
 ``training_schedule(cur_nimg, resolution_log2, sched, num_replicas)`` mirrors
 the original ``TrainingSchedule``: the level of detail ``lod`` follows from the
@@ -26,10 +26,6 @@ class Schedule:
     G_lrate: float
     D_lrate: float
     tick_kimg: float
-
-    @property
-    def fading(self) -> bool:
-        return self.alpha < 1.0
 
 
 def _lookup(table: Mapping | None, resolution: int, default):

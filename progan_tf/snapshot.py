@@ -8,14 +8,13 @@ from the former and restores the chosen checkpoint's weights into them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Optional
 
 import tensorflow as tf
 
+from progan_tf import rundir
 from progan_tf.networks import Discriminator, Generator
-from progan_tf.training import CHECKPOINT_DIR, NETWORKS_FILE
 
 
 class SnapshotError(ValueError):
@@ -39,28 +38,19 @@ class Snapshot:
 
 def resolve_checkpoint(path: str) -> tuple[str, str]:
     """``(checkpoint prefix, run directory)`` for a run directory, its checkpoints/ or a prefix."""
-    path = os.path.normpath(path)
-    if os.path.isdir(path):
-        run_dir = os.path.dirname(path) if os.path.basename(path) == CHECKPOINT_DIR else path
-        prefix = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR))
-        if prefix is None:
-            raise SnapshotError(f"{path}: no checkpoint in {os.path.join(run_dir, CHECKPOINT_DIR)}")
-        return prefix, run_dir
-    if not tf.io.gfile.exists(path + ".index"):
-        raise SnapshotError(f"{path}: not a run directory or a checkpoint (no {path}.index)")
-    checkpoints_dir = os.path.dirname(path)
-    return path, os.path.dirname(checkpoints_dir) if os.path.basename(checkpoints_dir) == CHECKPOINT_DIR else checkpoints_dir
+    try:
+        found = rundir.resolve_checkpoint(path)
+    except rundir.RunDirError as e:
+        raise SnapshotError(str(e)) from None
+    return found.checkpoint, found.run_dir
 
 
 def load_snapshot(path: str, with_discriminator: bool = False) -> Snapshot:
     """Rebuilds G, Gs (and D) of a run and restores a checkpoint's weights into them."""
-    if not os.path.exists(path) and not tf.io.gfile.exists(path + ".index"):
-        raise SnapshotError(f"{path}: no such run directory or checkpoint")
     prefix, run_dir = resolve_checkpoint(path)
-    networks_path = os.path.join(run_dir, NETWORKS_FILE)
+    networks_path = os.path.join(run_dir, rundir.NETWORKS_FILE)
     try:
-        with open(networks_path, encoding="utf-8") as f:
-            networks = json.load(f)
+        networks = rundir.read_json(networks_path)
     except (OSError, ValueError) as e:
         raise SnapshotError(f"{networks_path}: cannot read the network configuration ({e})") from None
     G = Generator.from_config(networks["G"])

@@ -2,15 +2,22 @@
 
 Each tool defines its flags on its own ``flags.FlagValues()``, so tools imported
 together (in tests, or one tool calling another) cannot clash; absl's global
-flags (``--verbosity`` ...) are parsed after them.
+flags (``--verbosity`` ...) are parsed after them. Importing this module sets
+``TF_CPP_MIN_LOG_LEVEL=1`` unless it is set (see below).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
 from absl import app, flags
+
+# Every command-line tool imports this module before TensorFlow, so this is the one place that
+# quiets TensorFlow's C++ INFO lines (as the original's TF_CPP_MIN_LOG_LEVEL=1); warnings and errors
+# still show, and a value the user set is kept. TensorFlow reads it once, when it is first imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def parse(prog: str, tool_flags: flags.FlagValues, argv: Sequence[str]) -> List[str]:
@@ -49,9 +56,11 @@ def flag_help(doc: str, tool_flags: flags.FlagValues) -> Callable[[Sequence[str]
 
 
 def run_app(prog: str, tool_flags: flags.FlagValues, main: Callable,
-            help_text: Callable[[Sequence[str]], Optional[str]]) -> None:
+            help_text: Callable[[Sequence[str]], Optional[str]],
+            flags_parser: Optional[Callable[[List[str]], List[str]]] = None) -> None:
     """Console-script entry point: prints ``help_text(sys.argv)`` and exits 0 when it is not
-    None, else runs ``main`` under absl with the tool's flags parsed first."""
+    None, else runs ``main`` under absl with the tool's flags parsed first (by `parse`, or by
+    ``flags_parser`` for a tool that reports its own parse errors)."""
     text = help_text(sys.argv)
     if text is not None:
         try:
@@ -59,4 +68,4 @@ def run_app(prog: str, tool_flags: flags.FlagValues, main: Callable,
         except BrokenPipeError:  # e.g. `progan-dataset --help | head`
             pass
         sys.exit(0)
-    app.run(main, flags_parser=lambda argv: parse(prog, tool_flags, argv))
+    app.run(main, flags_parser=flags_parser or (lambda argv: parse(prog, tool_flags, argv)))

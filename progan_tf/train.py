@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -23,41 +22,34 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
-FLAGS = flags.FLAGS
+from progan_tf import rundir, toolflags
+
+# TensorFlow, the data pipeline and the trainer are imported in main() and make_strategy(), not here:
+# importing them takes seconds, and `progan-train --help` should answer at once.
+
+FLAGS = flags.FlagValues()   # own flags, as the other tools: importing this next to other CLIs cannot clash
+_d = dict(flag_values=FLAGS)
 config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/<preset>.py); fields can be overridden with --config.<group>.<field>=... "
-    "Optional with --resume (the run's own config.json is used).", lock_config=True)
-flags.DEFINE_string("dataset_dir", None, "TFRecord pyramid directory (made by progan-dataset).")
-flags.DEFINE_string("result_dir", "results", "Directory that holds the run directories.")
-flags.DEFINE_string("resume", None, "Run directory (its latest checkpoint) or checkpoint prefix to continue from.")
+    "Optional with --resume (the run's own config.json is used).", lock_config=True, **_d)
+flags.DEFINE_string("dataset_dir", None, "TFRecord pyramid directory (made by progan-dataset).", **_d)
+flags.DEFINE_string("result_dir", "results", "Directory that holds the run directories.", **_d)
+flags.DEFINE_string("resume", None, "Run directory (its latest checkpoint) or checkpoint prefix to continue from.",
+                    **_d)
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker"],
                   "tf.distribute strategy: 'auto' is MultiWorkerMirroredStrategy when TF_CONFIG names several "
                   "workers, MirroredStrategy over all GPUs when there are several (or over the --num_cpu_devices "
-                  "logical CPUs), else the default strategy on one device.")
+                  "logical CPUs), else the default strategy on one device.", **_d)
 flags.DEFINE_integer("collective_timeout", 600, "Multi-worker: seconds a collective op waits for the other "
-                     "workers before failing (a lost worker then stops the cluster instead of hanging it).")
+                     "workers before failing (a lost worker then stops the cluster instead of hanging it).", **_d)
 flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical devices (to exercise "
-                     "MirroredStrategy without GPUs).")
-flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bit-reproducible runs, slower).")
-
-RUN_CONFIG, RUN_INFO = "config.json", "run.json"
-
-
-def create_run_dir(result_dir: str, desc: str) -> str:
-    """``<result_dir>/NNNNN-<desc>`` with the next free run number."""
-    os.makedirs(result_dir, exist_ok=True)
-    ids = [int(m.group(1)) for name in os.listdir(result_dir) if (m := re.match(r"^(\d+)-", name))]
-    run_id = max(ids, default=-1) + 1
-    path = os.path.join(result_dir, f"{run_id:05d}-{desc}")
-    os.makedirs(path)
-    return path
-
+                     "MirroredStrategy without GPUs).", **_d)
+flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bit-reproducible runs, slower).", **_d)
 
 def load_run_config(run_dir: str) -> config_dict.ConfigDict:
-    path = os.path.join(run_dir, RUN_CONFIG)
+    path = os.path.join(run_dir, rundir.CONFIG_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            config = config_dict.ConfigDict(json.load(f))
+        config = config_dict.ConfigDict(rundir.read_json(path))
     except (OSError, ValueError) as e:
         raise app.UsageError(f"--resume: cannot read the run's config {path}: {e}") from None
     config.lock()
@@ -67,12 +59,27 @@ def load_run_config(run_dir: str) -> config_dict.ConfigDict:
 def _resume_run_dir(resume: str) -> str:
     """The run directory a --resume path belongs to."""
     path = os.path.normpath(resume)
-    if os.path.isdir(path):
-        return os.path.dirname(path) if os.path.basename(path) == "checkpoints" else path
-    parent = os.path.dirname(path)
-    if os.path.basename(parent) == "checkpoints":
-        return os.path.dirname(parent)
-    raise app.UsageError(f"--resume: {resume} is neither a run directory nor a checkpoint in one's checkpoints/")
+    if not os.path.isdir(path) and os.path.basename(os.path.dirname(path)) != rundir.CHECKPOINT_DIR:
+        raise app.UsageError(f"--resume: {resume} is neither a run directory nor a checkpoint in one's "
+                             f"{rundir.CHECKPOINT_DIR}/")
+    return rundir.run_dir_of(path)
+
+
+def _read_run_info(run_dir: str) -> dict:
+    try:
+        return rundir.read_run_info(run_dir)
+    except (OSError, ValueError) as e:
+        raise app.UsageError(f"--resume: cannot read {os.path.join(run_dir, rundir.RUN_INFO_FILE)}: {e}") from None
+
+
+def _create_run(config, dataset_name: str, dataset_dir: str, tf_version: str) -> str:
+    """A new numbered run directory holding config.json and run.json."""
+    run_dir = rundir.create_run(FLAGS.result_dir, f"{config.desc}-{dataset_name}")
+    rundir.write_text(os.path.join(run_dir, rundir.CONFIG_FILE), config.to_json_best_effort(indent=2))
+    rundir.write_json(os.path.join(run_dir, rundir.RUN_INFO_FILE),
+                      {"dataset_dir": os.path.abspath(dataset_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                       "command": sys.argv, "tensorflow": tf_version})
+    return run_dir
 
 
 def tf_config_workers() -> int:
@@ -103,6 +110,20 @@ def make_strategy(name: str, num_cpu_devices: int, collective_timeout: int = 600
     return tf.distribute.get_strategy()
 
 
+def configure_tensorflow(deterministic: bool = False) -> None:
+    """Process-wide TensorFlow settings of a training (or benchmark) process, before any step is traced.
+
+    Grappler's remapper is off: on the D step's gradient it fails on the fusion of conv, bias and
+    leaky ReLU whose gradient still needs the bias output, logs an error-looking
+    ``remapper failed: INVALID_ARGUMENT ...`` line and leaves that graph unfused anyway.
+    """
+    import tensorflow as tf
+
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -111,8 +132,7 @@ def main(argv):
     from progan_tf import data as data_lib
     from progan_tf.training import Interrupted, Trainer, TrainingError, worker_role
 
-    if FLAGS.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    configure_tensorflow(FLAGS.deterministic)
     # Before anything else touches the TF runtime (MultiWorkerMirroredStrategy requires it).
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_cpu_devices, FLAGS.collective_timeout)
     num_workers, is_chief = worker_role(strategy)
@@ -125,10 +145,7 @@ def main(argv):
             raise app.UsageError(f"--resume: run directory {run_dir} does not exist")
         if config is None:
             config = load_run_config(run_dir)
-        info_path = os.path.join(run_dir, RUN_INFO)
-        if os.path.exists(info_path):
-            with open(info_path, encoding="utf-8") as f:
-                run_info = json.load(f)
+        run_info = _read_run_info(run_dir)
     if config is None:
         raise app.UsageError("--config is required (e.g. --config=configs/fashion_mnist_cpu.py)")
     dataset_dir = FLAGS.dataset_dir or run_info.get("dataset_dir")
@@ -142,12 +159,7 @@ def main(argv):
     if run_dir is None and not is_chief:
         run_dir = tempfile.mkdtemp(prefix="progan-worker-run-")   # the chief alone creates the run directory
     if run_dir is None:
-        run_dir = create_run_dir(FLAGS.result_dir, f"{config.desc}-{info.name}")
-        with open(os.path.join(run_dir, RUN_CONFIG), "w", encoding="utf-8") as f:
-            f.write(config.to_json_best_effort(indent=2))
-        with open(os.path.join(run_dir, RUN_INFO), "w", encoding="utf-8") as f:
-            json.dump({"dataset_dir": os.path.abspath(dataset_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                       "command": sys.argv, "tensorflow": tf.__version__}, f, indent=2)
+        run_dir = _create_run(config, info.name, dataset_dir, tf.__version__)
     logging.info("Run directory: %s%s", run_dir, "" if num_workers == 1 else
                  f" ({num_workers} workers; this one is {'the chief' if is_chief else 'not the chief'})")
 
@@ -179,9 +191,9 @@ def main(argv):
 
 
 def _parse_flags(argv):
-    """absl's flag parsing, with config-override mistakes reported in one line, not a traceback."""
+    """The tool's flags, then absl's; config-override mistakes are reported in one line, not a traceback."""
     try:
-        return FLAGS(argv)
+        return flags.FLAGS(FLAGS(argv, known_only=True))
     except flags.Error as e:
         print(f"progan-train: error: {e}\nPass --helpshort to see the flags.", file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -192,7 +204,8 @@ def _parse_flags(argv):
 
 
 def run():
-    app.run(main, flags_parser=_parse_flags)
+    """Console-script entry point (``progan-train``)."""
+    toolflags.run_app("progan-train", FLAGS, main, toolflags.flag_help(__doc__, FLAGS), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

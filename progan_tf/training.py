@@ -18,7 +18,6 @@ therefore draws exactly what one uninterrupted single-device run draws.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -31,19 +30,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from tqdm import tqdm
 
 from progan_tf import data as data_lib
 from progan_tf import images as images_lib
+from progan_tf import rundir
 from progan_tf.config import complete_saved_config
-from progan_tf.ema import update_ema
+from progan_tf.ema import clone_model, update_ema
 from progan_tf.losses import make_loss
+from progan_tf.metrics.evaluate import ExtractorOptions
+from progan_tf.metrics.fid import ExtractorError
+from progan_tf.metrics.runs import PeriodicMetrics
 from progan_tf.networks import Discriminator, Generator, resolution_log2
 from progan_tf.precision import resolve_jit, resolve_precision
 from progan_tf.schedule import Schedule, new_block_started, training_schedule
 
-CHECKPOINT_DIR = "checkpoints"
 SKIPPED_PREFIX = "Skipped/"     # step statistics: 1 when that step's update was skipped
-NETWORKS_FILE = "networks.json"
 
 # Purposes of the stateless random streams (the first seed word is config.seed + purpose).
 _RNG_D_LATENTS, _RNG_MIXING, _RNG_MIRROR, _RNG_G_LATENTS, _RNG_G_LABELS = range(5)
@@ -61,17 +63,6 @@ class Interrupted(Exception):
         self.signum, self.checkpoint = signum, checkpoint
 
 
-def _format_time(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s"
-    return f"{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m"
-
-
 def _network_kwargs(config, info: data_lib.DatasetInfo, label_size: int):
     common = dict(resolution=info.resolution, num_channels=info.channels, label_size=label_size)
     g = dict(config.G)
@@ -79,7 +70,7 @@ def _network_kwargs(config, info: data_lib.DatasetInfo, label_size: int):
     return {**common, **g}, {**common, **dict(config.D)}
 
 
-def check_dataset_matches(config, info: data_lib.DatasetInfo) -> None:
+def check_dataset_fits_config(config, info: data_lib.DatasetInfo) -> None:
     """Errors (before any training) when the dataset cannot feed the configured networks."""
     want_res, want_ch = config.dataset.resolution, config.dataset.num_channels
     if want_res and want_res != info.resolution:
@@ -147,7 +138,7 @@ class Trainer:
         # checkpoint saves (MultiWorkerMirroredStrategy needs every worker) but write to a scratch dir.
         self.write_dir = run_dir if self.is_chief else tempfile.mkdtemp(prefix="progan-worker-")
         self.info = data_lib.read_dataset_info(dataset_dir)
-        check_dataset_matches(config, self.info)
+        check_dataset_fits_config(config, self.info)
         try:
             self.loss = make_loss(config.loss)
         except ValueError as e:
@@ -156,7 +147,7 @@ class Trainer:
             (self.info.num_images, 0), np.float32)
         self.label_size = int(self.labels.shape[1])
         os.makedirs(self.write_dir, exist_ok=True)
-        self._log_file = open(os.path.join(self.write_dir, "log.txt"), "a", encoding="utf-8")
+        self._log_file = open(os.path.join(self.write_dir, rundir.LOG_FILE), "a", encoding="utf-8")
         self._build_models()
         self._build_checkpoint()
         self._write_network_configs()
@@ -172,11 +163,6 @@ class Trainer:
 
     def _periodic_metrics(self, dataset_dir: str):
         """``train.metrics`` every ``train.metrics_ticks`` ticks; bad settings fail here, before training."""
-        from progan_tf.metrics.fid import ExtractorError
-        from progan_tf.metrics.runs import PeriodicMetrics
-
-        from progan_tf.metrics.evaluate import ExtractorOptions
-
         c = self.config.train
         if int(c.metrics_ticks) < 1:
             raise TrainingError(f"config train.metrics_ticks must be >= 1 with train.metrics={c.metrics!r}")
@@ -209,8 +195,7 @@ class Trainer:
             self.G = Generator(**g_kwargs, dtype=self.precision, name="G")
             self.D = Discriminator(**d_kwargs, dtype=self.precision, name="D")
             # Gs (what is shown, evaluated and exported) computes in float32 whatever G does.
-            self.Gs = Generator.from_config({**self.G.get_config(), "dtype": "float32", "name": "Gs"})
-            self.Gs.set_weights(self.G.get_weights())
+            self.Gs = clone_model(self.G, dtype="float32", name="Gs")
             # The checkpoint holds the plain Adam optimizers, so a run can resume in another precision;
             # float16 steps go through a dynamic loss-scale wrapper around them (its scale is not saved).
             self.G_adam = keras.optimizers.Adam(learning_rate=c.sched.G_lrate_base, **dict(c.G_opt), name="G_opt")
@@ -231,15 +216,11 @@ class Trainer:
 
     def _write_network_configs(self):
         """``networks.json``: what rebuilds G/Gs and D from a checkpoint without the dataset."""
-        path = os.path.join(self.write_dir, NETWORKS_FILE)
         content = {"G": {**self.G.get_config(), "dtype": "float32"}, "D": {**self.D.get_config(), "dtype": "float32"},
                    "dataset": self.info.name, "precision": self.precision,
                    "resolution": self.info.resolution, "num_channels": self.info.channels,
                    "label_size": self.label_size}
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
-        os.replace(tmp, path)
+        rundir.write_json(os.path.join(self.write_dir, rundir.NETWORKS_FILE), content)
 
     def _build_checkpoint(self):
         self.checkpoint = tf.train.Checkpoint(
@@ -247,20 +228,15 @@ class Trainer:
             tick=self.tick, iteration=self.iteration, stage_start_nimg=self.stage_start_nimg,
             stage_res=self.stage_res, prev_lod=self.prev_lod)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.write_dir, CHECKPOINT_DIR), checkpoint_name="ckpt",
+            self.checkpoint, rundir.checkpoint_dir(self.write_dir), checkpoint_name=rundir.CHECKPOINT_NAME,
             max_to_keep=max(1, int(self.config.train.keep_checkpoints)))
 
     def _restore(self, path: str) -> str:
         """Restores from a run directory (its latest checkpoint) or a checkpoint prefix."""
-        prefix = path
-        if os.path.isdir(path):
-            directory = os.path.join(path, CHECKPOINT_DIR) if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)) else path
-            prefix = tf.train.latest_checkpoint(directory)
-            if prefix is None:
-                raise TrainingError(f"--resume: no checkpoint found in {directory}")
-        elif not tf.io.gfile.exists(prefix + ".index"):
-            raise TrainingError(f"--resume: {path} is neither a run directory nor a checkpoint "
-                                f"(no {path}.index)")
+        try:
+            prefix = rundir.resolve_checkpoint(path).checkpoint
+        except rundir.RunDirError as e:
+            raise TrainingError(f"--resume: {e}") from None
         try:
             self.checkpoint.read(prefix).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as e:
@@ -488,7 +464,7 @@ class Trainer:
         if not self.is_chief:
             return None
         fakes = self._generate_grid_images(sched, self._grid_latents, self._grid_labels)
-        path = os.path.join(self.run_dir, f"fakes{int(self.nimg.numpy()) // 1000:06d}.png")
+        path = os.path.join(self.run_dir, rundir.fakes_file(int(self.nimg.numpy()) // 1000))
         images_lib.save_image_grid(path, fakes, self.config.train.grid_size)
         with self._summary_writer.as_default(step=int(self.nimg.numpy()) // 1000):
             grid = images_lib.image_grid(images_lib.to_uint8(fakes), self.config.train.grid_size)
@@ -505,7 +481,12 @@ class Trainer:
         if not self._weights_finite():
             raise TrainingError(f"non-finite weights at kimg {int(self.nimg.numpy()) / 1000:.1f}; not "
                                 f"writing a checkpoint. Last good checkpoint: {self.manager.latest_checkpoint}")
-        return self.manager.save(checkpoint_number=int(self.nimg.numpy()))
+        prefix = self.manager.save(checkpoint_number=int(self.nimg.numpy()))
+        stage_res = int(self.stage_res.numpy())   # 0 before the first iteration
+        rundir.write_checkpoint_info(prefix, rundir.CheckpointInfo(
+            int(self.nimg.numpy()), self._prev_lod(), 2 ** stage_res if stage_res else None))
+        rundir.prune_checkpoint_info(self.manager.directory)
+        return prefix
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -534,7 +515,7 @@ class Trainer:
         c = self.config
         total_nimg = int(round(c.train.total_kimg * 1000))
         self._grid_reals, self._grid_latents, self._grid_labels = self._grid_inputs()
-        reals_path = os.path.join(self.run_dir, "reals.png")
+        reals_path = os.path.join(self.run_dir, rundir.REALS_FILE)
         if self.is_chief and not os.path.exists(reals_path):
             images_lib.save_image_grid(reals_path, self._grid_reals, c.train.grid_size)
         previous_handlers = self._install_signal_handlers()
@@ -630,9 +611,8 @@ class Trainer:
                    "resolution": sched.resolution, "time_s": total_time, "checkpoint": last_checkpoint,
                    "stopped_by": stop_reason}
         self._log(f"Stopped ({stop_reason}) at kimg {summary['kimg']:.1f}, lod {sched.lod:.2f}, "
-                  f"{summary['ticks']} ticks, {_format_time(total_time)}; checkpoint {last_checkpoint}")
-        with open(os.path.join(self.write_dir, "summary.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2)
+                  f"{summary['ticks']} ticks, {rundir.format_time(total_time)}; checkpoint {last_checkpoint}")
+        rundir.write_json(os.path.join(self.write_dir, rundir.SUMMARY_FILE), summary)
         if self._stop_signal is not None:
             raise Interrupted(self._stop_signal, last_checkpoint)
         return summary
@@ -642,13 +622,9 @@ class Trainer:
         return None if value < 0 else value
 
     def _report_tick(self, tick, nimg, sched, total_time, tick_time, tick_kimg, maintenance, means):
-        line = (f"tick {tick:<5d} kimg {nimg / 1000:<8.1f} lod {sched.lod:<5.2f} minibatch {sched.minibatch:<4d} "
-                f"time {_format_time(total_time):<12s} sec/tick {tick_time:<7.1f} "
-                f"sec/kimg {tick_time / max(tick_kimg, 1e-9):<7.2f} maintenance {maintenance:.1f}")
         skipped = {net[len(SKIPPED_PREFIX):]: int(n) for net, n in means.items() if net.startswith(SKIPPED_PREFIX)}
-        if any(skipped.values()):   # the original skips updates with non-finite gradients; say how many
-            line += " skipped " + " ".join(f"{net} {n}" for net, n in sorted(skipped.items()))
-        self._log(line)
+        self._log(rundir.format_tick(tick, nimg / 1000, sched.lod, sched.minibatch, total_time, tick_time,
+                                     tick_time / max(tick_kimg, 1e-9), maintenance, skipped))
         kimg = nimg // 1000
         with self._summary_writer.as_default(step=kimg):
             for key, value in means.items():
@@ -727,7 +703,6 @@ class _progress_bar:
     """A tqdm bar of images shown, refreshed between iterations; silent when stderr is not a terminal."""
 
     def __init__(self, total: int, initial: int):
-        from tqdm import tqdm
         self._bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
                          disable=None, leave=False, desc="training")
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FIXTURES
-from progan_tf import data
+from progan_tf import data, rundir
 from progan_tf.metrics import cli, evaluate, fid, generators, runs, swd
 from progan_tf.networks import Generator
 
@@ -36,7 +36,7 @@ def train_run(run_dir, dataset_dir, **overrides):
     trainer = Trainer(c, dataset_dir, str(run_dir))
     trainer.run()
     trainer.close()
-    with open(os.path.join(run_dir, generators.RUN_INFO), "w") as f:
+    with open(os.path.join(run_dir, rundir.RUN_INFO_FILE), "w") as f:
         json.dump({"dataset_dir": os.path.abspath(dataset_dir)}, f)
     return str(run_dir)
 
@@ -415,7 +415,7 @@ def test_a_lower_resolution_model_is_compared_at_its_level_with_resolution(tmp_p
 def test_a_progan_export_finds_its_run_dataset_and_kimg_in_its_metadata(run_dir, tmp_path, capsys):
     path = save_generator(tiny_generator(), tmp_path / "exported")
     os.makedirs(os.path.join(path, "assets"), exist_ok=True)
-    with open(os.path.join(path, "assets", generators.EXPORT_METADATA), "w") as f:
+    with open(rundir.export_metadata_path(path), "w") as f:
         json.dump({"training": {"nimg": 416, "kimg": 0.416, "run_dir": run_dir}}, f)
     logs = str(tmp_path / "logs")
     assert run_cli("--metrics=swd", "--num_images=10", f"--output_dir={logs}", path) == 0  # no --dataset_dir

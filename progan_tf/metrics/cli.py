@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 
 from absl import app, flags, logging
 
-from progan_tf import toolflags
+from progan_tf import rundir, toolflags
 from progan_tf.metrics import cache as cache_lib
 from progan_tf.metrics import evaluate, fid, generators, registry, runs
 
@@ -153,7 +153,7 @@ def _evaluate_generators(target_path: str, evaluator, cache_for) -> int:
     targets, run_dir = generators.resolve_targets(target_path)
     dataset_dir = FLAGS.dataset_dir or generators.default_dataset_dir(targets, run_dir)
     if not dataset_dir:
-        where = (f"{os.path.join(run_dir, generators.RUN_INFO)} names none" if run_dir is not None
+        where = (f"{os.path.join(run_dir, rundir.RUN_INFO_FILE)} names none" if run_dir is not None
                  else "the SavedModel's metadata leads to no run.json")
         raise ValueError(f"{target_path}: no --dataset_dir given and {where}; pass --dataset_dir=<dataset directory>")
     if not FLAGS.dataset_dir and not os.path.isdir(dataset_dir):

@@ -11,31 +11,19 @@ dataset's labels, so every checkpoint of a run is evaluated on the same
 latents and labels, and the images do not depend on the batch size.
 """
 import dataclasses
-import glob
-import json
 import os
-import re
 from typing import Iterator, List, Optional
 
 import numpy as np
 from absl import logging
 
+from progan_tf import rundir
+from progan_tf.images import to_uint8
 from progan_tf.metrics import streams
-
-RUN_INFO = "run.json"           # written by progan-train; names the training dataset
-EXPORT_METADATA = "progan_metadata.json"  # progan-export's assets/ file: kimg and run directory of the export
-CHECKPOINT_DIR = "checkpoints"  # as progan_tf.training.CHECKPOINT_DIR (not imported: it pulls in Keras)
-_CKPT_RE = re.compile(r"^ckpt-(\d+)\.index$")
 
 
 class TargetError(ValueError):
     """A run directory, checkpoint or SavedModel that cannot be evaluated; the message names it."""
-
-
-def to_uint8(images) -> np.ndarray:
-    """Generator output in ~[-1, 1] -> uint8 as the original: ``rint(x * 127.5 + 127.5)`` clipped."""
-    x = np.asarray(images, dtype=np.float32)
-    return np.clip(np.rint(x * 127.5 + 127.5), 0, 255).astype(np.uint8)
 
 
 def generation_batch_size(resolution: int, batch_size: int) -> int:
@@ -91,7 +79,7 @@ class GeneratorSpec:
     label_size: int
 
 
-def check_matches_dataset(spec: GeneratorSpec, dataset_dir: str, resolution: Optional[int] = None) -> None:
+def check_generator_fits_dataset(spec: GeneratorSpec, dataset_dir: str, resolution: Optional[int] = None) -> None:
     """Raises TargetError unless the model generates images of the dataset level compared against."""
     from progan_tf import data
 
@@ -185,53 +173,37 @@ class Target:
 
 def saved_model_training_info(path: str) -> dict:
     """The ``training`` entry of a progan-export's ``assets/progan_metadata.json`` ({} when absent)."""
-    meta_path = os.path.join(path, "assets", EXPORT_METADATA)
     try:
-        with open(meta_path, encoding="utf-8") as f:
-            training = json.load(f).get("training") or {}
+        training = rundir.read_json(rundir.export_metadata_path(path)).get("training") or {}
     except (OSError, ValueError, AttributeError):
         return {}
     return training if isinstance(training, dict) else {}
 
 
-def is_saved_model(path: str) -> bool:
-    return os.path.isdir(path) and (os.path.isfile(os.path.join(path, "saved_model.pb"))
-                                    or os.path.isfile(os.path.join(path, "saved_model.pbtxt")))
-
-
 def list_checkpoints(run_dir: str) -> List[Target]:
     """Every ``checkpoints/ckpt-<nimg>`` of a run, by images shown (oldest first)."""
-    found = []
-    for index in glob.glob(os.path.join(run_dir, CHECKPOINT_DIR, "ckpt-*.index")):
-        m = _CKPT_RE.match(os.path.basename(index))
-        if m:
-            prefix = index[:-len(".index")]
-            found.append(Target("checkpoint", prefix, os.path.basename(prefix), int(m.group(1))))
-    return sorted(found, key=lambda t: t.nimg)
+    return [checkpoint_target(prefix) for prefix in rundir.list_checkpoints(run_dir)]
 
 
 def checkpoint_target(prefix: str) -> Target:
-    m = _CKPT_RE.match(os.path.basename(prefix) + ".index")
-    return Target("checkpoint", prefix, os.path.basename(prefix), int(m.group(1)) if m else None)
+    return Target("checkpoint", prefix, os.path.basename(prefix), rundir.checkpoint_nimg(prefix))
 
 
 def resolve_targets(path: str):
     """``(targets, run_dir or None)`` for a run directory, its checkpoints/, a checkpoint or a SavedModel."""
     path = os.path.normpath(path)
-    if is_saved_model(path):
+    if os.path.isdir(path) and rundir.is_saved_model(path):
         nimg = saved_model_training_info(path).get("nimg")
         return [Target("saved_model", path, os.path.basename(path), int(nimg) if nimg is not None else None)], None
     if os.path.isdir(path):
-        run_dir = os.path.dirname(path) if os.path.basename(path) == CHECKPOINT_DIR else path
+        run_dir = rundir.run_dir_of(path)
         targets = list_checkpoints(run_dir)
         if not targets:
             raise TargetError(f"{path}: no checkpoints/ckpt-*.index and no saved_model.pb: not a run directory "
                               "or SavedModel")
         return targets, run_dir
-    if os.path.isfile(path + ".index"):
-        parent = os.path.dirname(path)
-        run_dir = os.path.dirname(parent) if os.path.basename(parent) == CHECKPOINT_DIR else parent
-        return [checkpoint_target(path)], run_dir
+    if rundir.checkpoint_exists(path):
+        return [checkpoint_target(path)], rundir.run_dir_of(path)
     raise TargetError(f"{path}: no such run directory, checkpoint or SavedModel")
 
 
@@ -248,12 +220,9 @@ def run_dataset_dir(run_dir: Optional[str]) -> Optional[str]:
     """The training dataset recorded in ``<run_dir>/run.json`` (None when there is none)."""
     if run_dir is None:
         return None
-    path = os.path.join(run_dir, RUN_INFO)
-    if not os.path.isfile(path):
-        return None
+    path = os.path.join(run_dir, rundir.RUN_INFO_FILE)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("dataset_dir")
+        return rundir.read_run_info(run_dir).get("dataset_dir")
     except (OSError, ValueError) as e:
         raise TargetError(f"{path}: cannot read the run information ({e})") from None
 
@@ -273,10 +242,10 @@ def load_target(target: Target, seed: int, dataset_dir: str, resolution: Optiona
             target.nimg = snap.nimg
         G = snap.Gs
         spec = GeneratorSpec(target.path, G.resolution, G.num_channels, G.latent_size, G.label_size)
-        check_matches_dataset(spec, dataset_dir, resolution)
+        check_generator_fits_dataset(spec, dataset_dir, resolution)
         generate = keras_generate_fn(G, seed, label_pool_for(G.label_size, dataset_dir, f"checkpoint {target.path}"))
         logging.info("loaded %s (kimg %.1f)", target.path, snap.kimg)
         return spec, generate
-    check_matches_dataset(spec, dataset_dir, resolution)
+    check_generator_fits_dataset(spec, dataset_dir, resolution)
     return spec, generate
 

@@ -163,7 +163,7 @@ class PeriodicMetrics:
         if generator is not self._generator:
             spec = generators.GeneratorSpec(getattr(generator, "name", "Gs"), generator.resolution,
                                             generator.num_channels, generator.latent_size, generator.label_size)
-            generators.check_matches_dataset(spec, self.dataset_dir)
+            generators.check_generator_fits_dataset(spec, self.dataset_dir)
             pool = generators.label_pool_for(generator.label_size, self.dataset_dir, spec.name)
             self._generate = generators.keras_generate_fn(generator, self.seed, pool)
             self._generator = generator
