@@ -181,7 +181,7 @@ def write_synthetic_dataset(path: str, resolution: int, channels: int, num_image
     """A random-image dataset in the normal TFRecord-pyramid format (through the dataset tool)."""
     import numpy as np
 
-    from progan_tf import dataset_tool
+    from progan_tf.datasets import writer as dataset_tool
 
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, size=(num_images, channels, resolution, resolution), dtype=np.uint8)
@@ -193,7 +193,7 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
                   jit_compile: str = "off") -> list:
     import tensorflow as tf
 
-    from progan_tf import data as data_lib
+    from progan_tf.datasets import reader as data_lib
     from progan_tf.config import default_config
     from progan_tf.schedule import Schedule
     from progan_tf.training import Trainer

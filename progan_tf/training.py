@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from progan_tf import data as data_lib
+from progan_tf.datasets import reader as data_lib
 from progan_tf import images as images_lib
 from progan_tf.ema import update_ema
 from progan_tf.losses import get_loss

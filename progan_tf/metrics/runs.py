@@ -145,7 +145,7 @@ class PeriodicMetrics:
     def __init__(self, dataset_dir: str, metrics: Sequence[str], num_images: int, run_dir: str, seed: int = 0,
                  batch_size: int = 256, extractor_options: Optional[evaluate.ExtractorOptions] = None,
                  cache_dir: Optional[str] = None, summary_writer=None):
-        from progan_tf import data
+        from progan_tf.datasets import reader as data
 
         if isinstance(metrics, str):  # the config's comma list, e.g. "swd,fid"
             metrics = metrics.split(",")
