@@ -195,7 +195,6 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
 
     from progan_tf.datasets import reader as data_lib
     from progan_tf.config import default_config
-    from progan_tf.schedule import Schedule
     from progan_tf.training import Trainer
 
     resolution, channels, fmap_base, fmap_max, latent, minibatch = CONFIGS[name]
@@ -220,8 +219,8 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
         d_step, g_step = trainer.step_functions(res, minibatch)
 
         def train_rate(alpha):
-            sched = Schedule(0, 0, res, resolution, alpha, minibatch, 1e-3, 1e-3, 1)
-            it = trainer._stage_dataset(sched, 0)
+            it = data_lib.stage_input(trainer.info, res, minibatch, trainer.strategy, seed=config.seed,
+                                      shuffle_mb=config.dataset.shuffle_mb, num_workers=trainer.num_workers)
             a = tf.constant(alpha, tf.float32)
             beta = tf.constant(trainer.ema_beta(minibatch), tf.float32)
 
