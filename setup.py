@@ -29,7 +29,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "progan-dataset=progan_tf.dataset_tool:run",
+            "progan-dataset=progan_tf.datasets.cli:run",
             "progan-metrics=progan_tf.metrics.cli:run",
             "progan-train=progan_tf.train:run",
             "progan-bench=progan_tf.bench:run",

@@ -210,21 +210,20 @@ def cpu_flags() -> dict:
 
 def write_synthetic_dataset(path: str, resolution: int, channels: int, num_images: int) -> None:
     """A random-image dataset in the normal TFRecord-pyramid format (through the dataset tool)."""
-    from progan_tf import dataset_tool
+    from progan_tf.datasets import writer
 
     rng = np.random.RandomState(0)
     images = rng.randint(0, 256, size=(num_images, channels, resolution, resolution), dtype=np.uint8)
-    dataset_tool.write_dataset(path, num_images, lambda i: images[i], lambda i: f"synthetic image {i}",
-                               labels=None, opts=dataset_tool.WriteOptions(shuffle=False, progress=False))
+    writer.write_dataset(path, num_images, lambda i: images[i], lambda i: f"synthetic image {i}",
+                               labels=None, opts=writer.WriteOptions(shuffle=False, progress=False))
 
 
 def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: str = "float32",
                   jit_compile: str = "off", fused_scale: bool = True) -> list:
     import tensorflow as tf
 
-    from progan_tf import data as data_lib
+    from progan_tf.datasets import reader as data_lib
     from progan_tf.config import default_config
-    from progan_tf.schedule import Schedule
     from progan_tf.training import Trainer
 
     resolution, channels, fmap_base, fmap_max, latent, minibatch = CONFIGS[name]
@@ -251,8 +250,8 @@ def run_benchmark(name: str, seconds: float, repeats: int, figures, precision: s
         d_step, g_step = trainer.step_functions(res, minibatch)
 
         def train_rate(alpha):
-            sched = Schedule(0, 0, res, resolution, alpha, minibatch, 1e-3, 1e-3, 1)
-            it = trainer._stage_dataset(sched, 0)
+            it = data_lib.stage_input(trainer.info, res, minibatch, trainer.strategy, seed=config.seed,
+                                      shuffle_mb=config.dataset.shuffle_mb, num_workers=trainer.num_workers)
             a = tf.constant(alpha, tf.float32)
             beta = tf.constant(trainer.ema_beta(minibatch), tf.float32)
 

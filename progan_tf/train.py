@@ -129,7 +129,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from progan_tf import data as data_lib
+    from progan_tf.datasets import reader as data_lib
     from progan_tf.training import Interrupted, Trainer, TrainingError, worker_role
 
     configure_tensorflow(FLAGS.deterministic)

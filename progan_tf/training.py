@@ -32,7 +32,7 @@ import tensorflow as tf
 from absl import logging
 from tqdm import tqdm
 
-from progan_tf import data as data_lib
+from progan_tf.datasets import reader as data_lib
 from progan_tf import images as images_lib
 from progan_tf import rundir
 from progan_tf.config import complete_saved_config
@@ -299,8 +299,7 @@ class Trainer:
             idx = self._replica_indices(local)
             x = data_lib.to_float(reals)
             if c.train.mirror_augment:
-                flip = tf.gather(tf.random.stateless_uniform([minibatch], self._seed(_RNG_MIRROR, iteration)), idx)
-                x = tf.where(flip[:, None, None, None] < 0.5, tf.reverse(x, axis=[2]), x)
+                x = data_lib.mirror(x, self._seed(_RNG_MIRROR, iteration), minibatch, idx)
             if res > 2:
                 x = data_lib.fade_lod(x, 1.0 - alpha)
             z = tf.gather(tf.random.stateless_normal([minibatch, self.latent_size],
@@ -378,48 +377,11 @@ class Trainer:
         return self._step_fns[key]
 
     def _stage_dataset(self, sched: Schedule, skip_images: int):
-        """The global-batch input stream of a stage, arranged so that replica k gets ``x[k::R]``.
-
-        Each stage reads a seeded stream, so a resumed run skips what the stage
-        already consumed and sees exactly the images an uninterrupted run sees.
-        Skipping reads the skipped records; beyond ``dataset.max_resume_skip``
-        images a freshly seeded stream is used instead (the order then differs).
-        """
-        seed = self.config.seed + sched.res
-        if skip_images > self.config.dataset.max_resume_skip:
-            self._log(f"Resuming mid-stage after {skip_images} images: reshuffling instead of skipping "
-                      f"(dataset.max_resume_skip={self.config.dataset.max_resume_skip})")
-            seed, skip_images = seed + 1000 * (skip_images // sched.minibatch), 0
-        if self.num_workers > 1:
-            return self._worker_dataset(sched, seed, skip_images)
-        ds = data_lib.make_dataset(self.info, sched.res, sched.minibatch, shuffle_mb=self.config.dataset.shuffle_mb,
-                                   seed=seed, prefetch=None)
-        if skip_images:
-            ds = ds.skip(skip_images // sched.minibatch)
-        R = self.num_replicas
-        if R > 1:
-            order = tf.constant(np.concatenate([np.arange(k, sched.minibatch, R) for k in range(R)]), tf.int32)
-            ds = ds.map(lambda x, y: (tf.gather(x, order), tf.gather(y, order)))
-        ds = ds.prefetch(tf.data.AUTOTUNE)
-        return iter(self.strategy.experimental_distribute_dataset(ds))
-
-    def _worker_dataset(self, sched: Schedule, seed: int, skip_images: int):
-        """Several workers: each reads its own shard (by file, or every W-th record) in per-replica batches.
-
-        Without shuffling, worker k reads records k, k+W, ... which is exactly the strided
-        share ``x[k::R]`` one device would give replica k (one replica per worker).
-        """
-        steps_done = skip_images // sched.minibatch
-
-        def dataset_fn(ctx: tf.distribute.InputContext):
-            ds = data_lib.make_dataset(self.info, sched.res, sched.minibatch, shuffle_mb=self.config.dataset.shuffle_mb,
-                                       seed=seed, prefetch=None, input_context=ctx)
-            local_replicas = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-            if steps_done:
-                ds = ds.skip(steps_done * local_replicas)
-            return ds.prefetch(tf.data.AUTOTUNE)
-
-        return iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        """The stage's input stream: replica k gets ``x[k::R]`` (see ``datasets.reader.stage_input``)."""
+        d = self.config.dataset
+        return data_lib.stage_input(self.info, sched.res, sched.minibatch, self.strategy, seed=self.config.seed,
+                                    shuffle_mb=d.shuffle_mb, skip_images=skip_images,
+                                    max_resume_skip=d.max_resume_skip, num_workers=self.num_workers, log=self._log)
 
     def _all_agree_to_stop(self, local_stop: bool) -> bool:
         """Whether any worker wants to stop (signal or time limit): all must stop at the same step."""

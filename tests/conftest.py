@@ -21,8 +21,8 @@ def _seed():
 
 @pytest.fixture
 def count_reads(monkeypatch):
-    """Records every call of ``progan_tf.data.iterate_images`` (to show a cache was used instead)."""
-    from progan_tf import data
+    """Records every call of ``progan_tf.datasets.reader.iterate_images`` (to show a cache was used instead)."""
+    from progan_tf.datasets import reader as data
 
     calls = []
     original = data.iterate_images

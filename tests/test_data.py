@@ -1,7 +1,8 @@
-"""Tests for progan_tf.data (the TFRecord-pyramid reader and tf.data pipeline).
+"""Tests for progan_tf.datasets.reader (the TFRecord-pyramid reader, tf.data pipelines, the
+per-stage input and the training-side transforms) and the format's name/record helpers.
 
 Datasets here are written by a small independent writer (tf.train.Example +
-NumPy exact block means), not by progan_tf.dataset_tool, so the reader is
+NumPy exact block means), not by progan_tf.datasets.writer, so the reader is
 checked against the format itself.
 """
 import gzip
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from progan_tf import data
+from progan_tf.datasets import fileformat, reader
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "original-format")
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -61,7 +62,7 @@ def indexed_images(n, c=3, r=16):
 
 
 def read_all(path, res_log2=None, **kw):
-    xs, ys = zip(*data.iterate_images(path, res_log2, **kw))
+    xs, ys = zip(*reader.iterate_images(path, res_log2, **kw))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -70,13 +71,13 @@ def read_all(path, res_log2=None, **kw):
 @pytest.mark.parametrize("name,channels", [("fmnist100", 1), ("rgb100", 3)])
 def test_reads_original_fixtures(name, channels):
     path = os.path.join(FIXTURES, name)
-    info = data.read_dataset_info(path)
+    info = reader.read_dataset_info(path)
     assert (info.name, info.resolution, info.resolution_log2) == (name, 32, 5)
     assert (info.channels, info.num_images, info.label_size) == (channels, 100, 10)
     assert info.files == {r: [os.path.join(path, f"{name}-r{r:02d}.tfrecords")]
                           for r in range(2, 6)}
     assert info.labels_path == os.path.join(path, f"{name}-rxx.labels")
-    labels = data.load_labels(info)
+    labels = reader.load_labels(info)
     assert labels.dtype == np.float32 and labels.shape == (100, 10)
     np.testing.assert_array_equal(labels.sum(1), np.ones(100))
     assert set(np.unique(labels)) == {0.0, 1.0}
@@ -114,7 +115,7 @@ def test_sharded_layout_reads_like_unsharded(tmp_path):
     labels = np.eye(5, dtype=np.float32)[rng.randint(0, 5, 23)]
     a = write_reference_dataset(tmp_path / "a", "ds", nchw, labels)
     b = write_reference_dataset(tmp_path / "b", "ds", nchw, labels, shards=4)
-    info = data.read_dataset_info(b)
+    info = reader.read_dataset_info(b)
     assert info.num_images == 23 and info.resolution == 16 and info.label_size == 5
     assert [os.path.basename(f) for f in info.files[3]] == [
         f"ds-r03-{s:05d}-of-00004.tfrecords" for s in range(4)]
@@ -127,7 +128,7 @@ def test_sharded_layout_reads_like_unsharded(tmp_path):
     x, _ = read_all(b, max_images=9)
     np.testing.assert_array_equal(x.transpose(0, 3, 1, 2), nchw[:9])
     # Batches do not stop at file boundaries (6 records per shard here).
-    batches = list(data.iterate_images(b, batch_size=10))
+    batches = list(reader.iterate_images(b, batch_size=10))
     assert [len(x) for x, _ in batches] == [10, 10, 3]
     assert [len(y) for _, y in batches] == [10, 10, 3]
     np.testing.assert_array_equal(batches[1][0].transpose(0, 3, 1, 2), nchw[10:20])
@@ -137,18 +138,18 @@ def test_sharded_layout_reads_like_unsharded(tmp_path):
 def test_no_labels_gives_empty_label_rows(tmp_path):
     nchw, _ = indexed_images(6, c=1, r=8)
     path = write_reference_dataset(tmp_path, "nolab", nchw)
-    info = data.read_dataset_info(path)
+    info = reader.read_dataset_info(path)
     assert info.label_size == 0 and info.labels_path is None
-    assert data.load_labels(info).shape == (6, 0)
-    x, y = next(iter(data.make_dataset(path, 3, 4, shuffle_mb=0)))
+    assert reader.load_labels(info).shape == (6, 0)
+    x, y = next(iter(reader.make_dataset(path, 3, 4, shuffle_mb=0)))
     assert x.shape == (4, 8, 8, 1) and y.shape == (4, 0) and y.dtype == tf.float32
 
 
 # ------------------------------------------------------------------------------ bad input
 
 def _expect_error(path, match):
-    with pytest.raises(data.DatasetError, match=match):
-        data.read_dataset_info(str(path))
+    with pytest.raises(reader.DatasetError, match=match):
+        reader.read_dataset_info(str(path))
 
 
 def test_rejects_missing_and_empty_directories(tmp_path):
@@ -184,7 +185,7 @@ def test_rejects_truncated_and_corrupt_records(tmp_path):
     # A flipped payload byte passes the header scan but fails the CRC on reading.
     with open(top, "wb") as f:
         f.write(raw[:100] + bytes([raw[100] ^ 0xFF]) + raw[101:])
-    with pytest.raises(data.DatasetError, match="d-r04.tfrecords: corrupt record"):
+    with pytest.raises(reader.DatasetError, match="d-r04.tfrecords: corrupt record"):
         read_all(path)
 
 
@@ -208,7 +209,7 @@ def test_make_dataset_every_level_shapes_dtypes_and_label_pairing(tmp_path):
     nchw, labels = indexed_images(40, c=3, r=16)
     path = write_reference_dataset(tmp_path, "d", nchw, labels, shards=3)
     for res in (2, 3, 4):
-        ds = data.make_dataset(path, res, 8, shuffle_mb=1, seed=1)
+        ds = reader.make_dataset(path, res, 8, shuffle_mb=1, seed=1)
         seen = []
         for x, y in ds.take(15):  # 3 epochs' worth, crossing the repeat boundary
             assert x.shape == (8, 2 ** res, 2 ** res, 3) and x.dtype == tf.uint8
@@ -228,12 +229,12 @@ def test_make_dataset_without_shuffle_is_file_order(tmp_path):
     nchw = rng.randint(0, 256, (13, 1, 8, 8)).astype(np.uint8)
     labels = rng.rand(13, 3).astype(np.float32)
     path = write_reference_dataset(tmp_path, "d", nchw, labels, shards=2)
-    ds = data.make_dataset(path, 3, 5, shuffle_mb=0, repeat=False, drop_remainder=False)
+    ds = reader.make_dataset(path, 3, 5, shuffle_mb=0, repeat=False, drop_remainder=False)
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
     assert [len(x) for x in xs] == [5, 5, 3]
     np.testing.assert_array_equal(np.concatenate(xs).transpose(0, 3, 1, 2), nchw)
     np.testing.assert_array_equal(np.concatenate(ys), labels)
-    ds = data.make_dataset(path, 2, 5, shuffle_mb=0, repeat=False)  # drop_remainder
+    ds = reader.make_dataset(path, 2, 5, shuffle_mb=0, repeat=False)  # drop_remainder
     assert [x.shape[0] for x, _ in ds] == [5, 5]
 
 
@@ -245,7 +246,7 @@ def test_make_dataset_input_context_sharding(tmp_path, shards):
     for pid in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid,
                                          num_replicas_in_sync=4)
-        ds = data.make_dataset(path, 3, 8, shuffle_mb=0, repeat=False, input_context=ctx)
+        ds = reader.make_dataset(path, 3, 8, shuffle_mb=0, repeat=False, input_context=ctx)
         batches = [y.numpy()[:, 0].astype(int) for _, y in ds]
         assert all(len(b) == 2 for b in batches)  # global 8 / 4 replicas
         got.append(np.concatenate(batches))
@@ -258,17 +259,17 @@ def test_make_dataset_input_context_sharding(tmp_path, shards):
 
 def test_shuffle_buffer_and_level_errors(tmp_path):
     path = write_reference_dataset(tmp_path, "d", indexed_images(4)[0])
-    with pytest.raises(data.DatasetError, match="no level r05"):
-        data.make_dataset(path, 5, 2)
-    with pytest.raises(data.DatasetError, match="no level r01"):
-        list(data.iterate_images(path, 1))
+    with pytest.raises(reader.DatasetError, match="no level r05"):
+        reader.make_dataset(path, 5, 2)
+    with pytest.raises(reader.DatasetError, match="no level r01"):
+        list(reader.iterate_images(path, 1))
 
 
 # ------------------------------------------------------------------------------ transforms
 
 def test_to_float_is_linear_to_minus_one_one():
     x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
-    y = data.to_float(x).numpy()
+    y = reader.to_float(x).numpy()
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, x.astype(np.float64) / 127.5 - 1.0, atol=1e-6)
     assert y.min() == -1.0 and y.max() == 1.0
@@ -285,25 +286,56 @@ def test_fade_lod_matches_numpy():
     rng = np.random.RandomState(2)
     x = rng.uniform(-1, 1, (3, 8, 8, 3)).astype(np.float32)
     for frac in (0.0, 0.3, 1.0):
-        np.testing.assert_allclose(data.fade_lod(x, frac).numpy(), _np_fade(x, frac), atol=1e-6)
-    np.testing.assert_array_equal(data.fade_lod(x, 0.0).numpy(), x)
+        np.testing.assert_allclose(reader.fade_lod(x, frac).numpy(), _np_fade(x, frac), atol=1e-6)
+    np.testing.assert_array_equal(reader.fade_lod(x, 0.0).numpy(), x)
     frac = tf.Variable(0.75)
-    np.testing.assert_allclose(tf.function(data.fade_lod)(x, frac).numpy(), _np_fade(x, 0.75),
+    np.testing.assert_allclose(tf.function(reader.fade_lod)(x, frac).numpy(), _np_fade(x, 0.75),
                                atol=1e-6)
     u = rng.randint(0, 256, (2, 4, 4, 1)).astype(np.uint8)
-    np.testing.assert_allclose(data.fade_lod(u, 0.5).numpy(),
+    np.testing.assert_allclose(reader.fade_lod(u, 0.5).numpy(),
                                _np_fade(u.astype(np.float64), 0.5), atol=1e-4)
 
 
-def test_mirror_augment_flips_some_images_only_horizontally():
-    rng = np.random.RandomState(3)
-    x = rng.randint(0, 256, (64, 4, 6, 3)).astype(np.uint8)
-    y = data.mirror_augment(x, seed=7).numpy()
-    assert y.dtype == np.uint8
-    same = np.all(y == x, axis=(1, 2, 3))
-    flipped = np.all(y == x[:, :, ::-1], axis=(1, 2, 3))
-    assert np.all(same | flipped)
-    assert 10 < flipped.sum() < 54
-    np.testing.assert_array_equal(data.mirror_augment(x, seed=7).numpy(), y)  # deterministic
-    z = data.mirror_augment(tf.constant(x, tf.float32)).numpy()
-    assert np.all(np.all(z == x, axis=(1, 2, 3)) | np.all(z == x[:, :, ::-1], axis=(1, 2, 3)))
+def test_mirror_flips_where_the_stateless_draw_is_below_half():
+    x = np.random.RandomState(3).randint(0, 256, (64, 4, 6, 3)).astype(np.uint8)
+    seed = tf.constant([7, 11], tf.int64)
+    y = reader.mirror(x, seed, 64).numpy()
+    draws = tf.random.stateless_uniform([64], seed).numpy()
+    np.testing.assert_array_equal(y, np.where(draws[:, None, None, None] < 0.5, x[:, :, ::-1], x))
+    assert y.dtype == np.uint8 and 10 < (draws < 0.5).sum() < 54
+    # Replica k of 4 holds rows k::4 of the global batch and flips exactly those rows.
+    for k in range(4):
+        np.testing.assert_array_equal(reader.mirror(x[k::4], seed, 64, tf.range(k, 64, 4)).numpy(),
+                                      y[k::4])
+
+
+def test_stage_input_skips_on_resume_and_reshuffles_beyond_the_limit(tmp_path):
+    nchw, labels = indexed_images(40, r=8)
+    info = reader.read_dataset_info(write_reference_dataset(str(tmp_path), "d", nchw, labels))
+    logged = []
+
+    def batches(skip_images, max_resume_skip=None, n=3):
+        it = reader.stage_input(info, 3, 4, tf.distribute.get_strategy(), seed=5, shuffle_mb=1,
+                                skip_images=skip_images, max_resume_skip=max_resume_skip,
+                                log=logged.append)
+        return [next(it)[1].numpy()[:, 0].tolist() for _ in range(n)]
+
+    uninterrupted = batches(0, n=5)
+    assert batches(8, max_resume_skip=8) == uninterrupted[2:]  # the same images as without a stop
+    assert not logged
+    reshuffled = batches(8, max_resume_skip=4)
+    assert reshuffled != uninterrupted[2:]
+    assert logged == ["Resuming mid-stage after 8 images: reshuffling instead of skipping "
+                      "(dataset.max_resume_skip=4)"]
+    # The stream of a stage is seeded seed + res_log2 (levels 2 and 3 hold the same images here).
+    other_stage = reader.stage_input(info, 2, 4, tf.distribute.get_strategy(), seed=6, shuffle_mb=1)
+    assert next(other_stage)[1].numpy()[:, 0].tolist() == uninterrupted[0]
+
+
+def test_file_names_round_trip():
+    assert fileformat.tfrecord_file_name("ds", 5) == "ds-r05.tfrecords"
+    assert fileformat.tfrecord_file_name("ds", 10, 2, 8) == "ds-r10-00002-of-00008.tfrecords"
+    assert fileformat.parse_tfrecord_name("/x/ds-r05.tfrecords") == ("ds", 5, 0, 1)
+    assert fileformat.parse_tfrecord_name("a-b-r10-00002-of-00008.tfrecords") == ("a-b", 10, 2, 8)
+    assert fileformat.parse_tfrecord_name("ds-r5.tfrecords") is None
+    assert fileformat.labels_file_name("ds") == "ds-rxx.labels"

@@ -1,4 +1,4 @@
-"""Tests for the progan-dataset CLI (progan_tf.dataset_tool).
+"""Tests for the progan-dataset command and the writing side of progan_tf.datasets.
 
 Expected values come from the format's definition computed here in NumPy/PIL
 (exact block means + rint, the seed-123 permutation, standard source layouts)
@@ -6,8 +6,10 @@ and from files written by the original NVIDIA tool (tests/fixtures/original-form
 """
 import filecmp
 import gzip
+import importlib
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -18,12 +20,14 @@ import pytest
 import tensorflow as tf
 from absl.testing import flagsaver
 
-from progan_tf import data
-from progan_tf import dataset_tool as dt
+from progan_tf.datasets import cli, fileformat, inspection, reader, writer
+from progan_tf.datasets.errors import ToolError
+from progan_tf.datasets.sources import (celeba, cifar_svhn, common, image_folder, lsun, mnist,
+                                        tfds_images)
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "original-format")
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
-TOOL = os.path.join(os.path.dirname(sys.executable), "progan-dataset")
+TOOL = [sys.executable, "-m", "progan_tf.datasets"]  # the tree under test, not an installed script
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -43,7 +47,7 @@ def perm(n, seed=123):
 
 
 def read_all(path, res_log2=None):
-    xs, ys = zip(*data.iterate_images(str(path), res_log2))
+    xs, ys = zip(*reader.iterate_images(str(path), res_log2))
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -55,12 +59,12 @@ def read_nchw(path, res_log2=None):
 def run_cli(*argv):
     """Runs the CLI in-process with fresh flag values; returns the exit status."""
     with flagsaver.flagsaver():
-        return dt.cli(["progan-dataset"] + [str(a) for a in argv])
+        return cli.cli(["progan-dataset"] + [str(a) for a in argv])
 
 
 def opts(**kw):
     kw.setdefault("num_workers", 0)
-    return dt.WriteOptions(**kw)
+    return writer.WriteOptions(**kw)
 
 
 def write_idx(dirname, images, labels, prefix="train"):
@@ -112,8 +116,8 @@ def test_example_bytes_match_protobuf_serializer():
     ex = tf.train.Example(features=tf.train.Features(feature={
         "shape": tf.train.Feature(int64_list=tf.train.Int64List(value=img.shape)),
         "data": tf.train.Feature(bytes_list=tf.train.BytesList(value=[img.tobytes()]))}))
-    assert dt.serialize_example(img) == ex.SerializeToString(deterministic=True)
-    parsed = tf.train.Example.FromString(dt.serialize_example(img))
+    assert fileformat.serialize_example(img) == ex.SerializeToString(deterministic=True)
+    parsed = tf.train.Example.FromString(fileformat.serialize_example(img))
     assert list(parsed.features.feature["shape"].int64_list.value) == [3, 8, 8]
 
 
@@ -128,7 +132,7 @@ def test_pyramid_is_exact_mean_rounded_half_to_even(tmp_path):
     tie[2:4, 2:4] = np.array([[0, 1], [1, 0]])[..., None]  # 0.5 -> 0
     imgs.append(tie)
     save_pngs(tmp_path / "in", imgs)
-    dt.create_from_images(str(tmp_path / "ds"), str(tmp_path / "in"), opts(shuffle=False))
+    image_folder.create_from_images(str(tmp_path / "ds"), str(tmp_path / "in"), opts(shuffle=False))
     nchw = np.stack(imgs).transpose(0, 3, 1, 2)
     for res in range(2, 6):
         got, _ = read_nchw(tmp_path / "ds", res)
@@ -144,7 +148,7 @@ def test_lower_levels_use_unrounded_values():
     img = np.zeros((1, 16, 16), np.uint8)
     img[0, 0:2, 0:2] = img[0, 0:2, 2:4] = img[0, 2:4, 0:2] = [[1, 1], [0, 0]]
     img[0, 2:4, 2:4] = [[1, 1], [1, 0]]
-    levels = dt.build_pyramid(img)
+    levels = fileformat.build_pyramid(img)
     assert [lv.shape for lv in levels] == [(1, 16, 16), (1, 8, 8), (1, 4, 4)]
     np.testing.assert_array_equal(levels[1][0, 0:2, 0:2], [[0, 0], [0, 1]])
     assert levels[2][0, 0, 0] == 1
@@ -159,35 +163,35 @@ def test_mnist_labels_order_and_seed(tmp_path):
     write_idx(tmp_path / "idx", images, labels)
     for seed in (123, 7):
         out = tmp_path / f"s{seed}"
-        dt.create_mnist(str(out), str(tmp_path / "idx"), opts(seed=seed))
+        mnist.create_mnist(str(out), str(tmp_path / "idx"), opts(seed=seed))
         x, y = read_nchw(out)
         order = perm(50, seed)
         np.testing.assert_array_equal(x[:, 0, 2:30, 2:30], images[order])
         np.testing.assert_array_equal(y, np.eye(10, dtype=np.float32)[labels[order]])
-    dt.create_mnist(str(tmp_path / "ns"), str(tmp_path / "idx"), opts(shuffle=False, max_images=9))
+    mnist.create_mnist(str(tmp_path / "ns"), str(tmp_path / "idx"), opts(shuffle=False, max_images=9))
     x, y = read_nchw(tmp_path / "ns")
     np.testing.assert_array_equal(x[:, 0, 2:30, 2:30], images[:9])
     np.testing.assert_array_equal(y.argmax(1), labels[:9])
     # test split and 'all'
     write_idx(tmp_path / "idx", images[:5], labels[:5], prefix="t10k")
-    dt.create_mnist(str(tmp_path / "all"), str(tmp_path / "idx"), opts(shuffle=False), "all")
+    mnist.create_mnist(str(tmp_path / "all"), str(tmp_path / "idx"), opts(shuffle=False), "all")
     x, _ = read_nchw(tmp_path / "all")
     np.testing.assert_array_equal(x[:, 0, 2:30, 2:30], np.concatenate([images, images[:5]]))
 
 
 def test_mnist_bad_input(tmp_path):
-    with pytest.raises(dt.ToolError, match="MNIST directory not found: .*nodir"):
-        dt.create_mnist(str(tmp_path / "o"), str(tmp_path / "nodir"), opts())
+    with pytest.raises(ToolError, match="MNIST directory not found: .*nodir"):
+        mnist.create_mnist(str(tmp_path / "o"), str(tmp_path / "nodir"), opts())
     (tmp_path / "idx").mkdir()
-    with pytest.raises(dt.ToolError, match="file not found: .*train-images-idx3-ubyte.gz"):
-        dt.create_mnist(str(tmp_path / "o"), str(tmp_path / "idx"), opts())
+    with pytest.raises(ToolError, match="file not found: .*train-images-idx3-ubyte.gz"):
+        mnist.create_mnist(str(tmp_path / "o"), str(tmp_path / "idx"), opts())
     write_idx(tmp_path / "idx", np.zeros((4, 28, 28)), np.zeros(4))
     p = tmp_path / "idx" / "train-images-idx3-ubyte.gz"
     raw = gzip.open(p).read()
     with gzip.open(p, "wb") as f:
         f.write(raw[:-30])
-    with pytest.raises(dt.ToolError, match="train-images-idx3-ubyte.gz: header says"):
-        dt.create_mnist(str(tmp_path / "o"), str(tmp_path / "idx"), opts())
+    with pytest.raises(ToolError, match="train-images-idx3-ubyte.gz: header says"):
+        mnist.create_mnist(str(tmp_path / "o"), str(tmp_path / "idx"), opts())
     assert not (tmp_path / "o").exists()
 
 
@@ -195,7 +199,7 @@ def test_mnist_bad_input(tmp_path):
 def test_fashion_mnist_end_to_end_default_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run_cli("create_mnist", "fashion_mnist") == 0  # default mnist_dir
-    info = data.read_dataset_info("fashion_mnist")
+    info = reader.read_dataset_info("fashion_mnist")
     assert (info.num_images, info.resolution, info.channels, info.label_size) == (60000, 32, 1, 10)
     assert sorted(info.files) == [2, 3, 4, 5]
     with gzip.open(os.path.join(FMNIST_DIR, "train-images-idx3-ubyte.gz")) as f:
@@ -224,15 +228,15 @@ def test_create_from_images_recursive_labels_and_conversions(tmp_path):
     pal.save(root / "a" / "deep" / "pal.png")
     save_pngs(root, [rgb[3]], ["top.png"])
     # Non-recursive: only top.png.
-    dt.create_from_images(str(tmp_path / "flat"), str(root), opts())
+    image_folder.create_from_images(str(tmp_path / "flat"), str(root), opts())
     x, y = read_nchw(tmp_path / "flat")
     np.testing.assert_array_equal(x, rgb[3].transpose(2, 0, 1)[None])
     assert y.shape == (1, 0)
     # Labels from sub-folders: top.png is not in a class folder -> clear error.
-    with pytest.raises(dt.ToolError, match="top.png is not inside a class sub-folder"):
-        dt.create_from_images(str(tmp_path / "lab"), str(root), opts(), with_labels=True)
+    with pytest.raises(ToolError, match="top.png is not inside a class sub-folder"):
+        image_folder.create_from_images(str(tmp_path / "lab"), str(root), opts(), with_labels=True)
     os.remove(root / "top.png")
-    dt.create_from_images(str(tmp_path / "lab"), str(root), opts(shuffle=False),
+    image_folder.create_from_images(str(tmp_path / "lab"), str(root), opts(shuffle=False),
                           with_labels=True)
     x, y = read_nchw(tmp_path / "lab")
     # sorted paths: a/deep/pal.png, b/rgb.png, b/rgba.png ; classes a=0, b=1
@@ -248,10 +252,10 @@ def test_create_from_images_grayscale_and_channel_forcing(tmp_path):
         if i == 2:
             mode_img = PIL.Image.fromarray(np.dstack([img, img]), "LA")
         mode_img.save(tmp_path / f"g{i}.png")
-    dt.create_from_images(str(tmp_path / "ds"), str(tmp_path), opts(shuffle=False))
+    image_folder.create_from_images(str(tmp_path / "ds"), str(tmp_path), opts(shuffle=False))
     x, _ = read_nchw(tmp_path / "ds")
     np.testing.assert_array_equal(x, np.stack(g)[:, None])
-    dt.create_from_images(str(tmp_path / "ds3"), str(tmp_path), opts(shuffle=False), channels=3)
+    image_folder.create_from_images(str(tmp_path / "ds3"), str(tmp_path), opts(shuffle=False), channels=3)
     x, _ = read_nchw(tmp_path / "ds3")
     np.testing.assert_array_equal(x, np.repeat(np.stack(g)[:, None], 3, axis=1))
 
@@ -259,9 +263,9 @@ def test_create_from_images_grayscale_and_channel_forcing(tmp_path):
 def test_create_from_images_crop_and_resize(tmp_path):
     imgs = random_rgb(2, 30, 50) + random_rgb(1, 64, 64, seed=9)
     save_pngs(tmp_path / "in", imgs)
-    with pytest.raises(dt.ToolError, match="im000.png: image is 50x30; .*--resolution"):
-        dt.create_from_images(str(tmp_path / "x"), str(tmp_path / "in"), opts(shuffle=False))
-    dt.create_from_images(str(tmp_path / "ds"), str(tmp_path / "in"), opts(shuffle=False),
+    with pytest.raises(ToolError, match="im000.png: image is 50x30; .*--resolution"):
+        image_folder.create_from_images(str(tmp_path / "x"), str(tmp_path / "in"), opts(shuffle=False))
+    image_folder.create_from_images(str(tmp_path / "ds"), str(tmp_path / "in"), opts(shuffle=False),
                           resolution=16)
     x, _ = read_nchw(tmp_path / "ds")
     for got, img in zip(x, imgs):
@@ -292,8 +296,8 @@ def test_create_from_images_bad_input(tmp_path, case):
     else:
         (src / "notes.txt").write_text("not an image")
         match = "no images .* in .*in"
-    with pytest.raises(dt.ToolError, match=match):
-        dt.create_from_images(str(tmp_path / "out" / "ds"), str(src), opts(shuffle=False),
+    with pytest.raises(ToolError, match=match):
+        image_folder.create_from_images(str(tmp_path / "out" / "ds"), str(src), opts(shuffle=False),
                               resolution=24 if case == "bad_flag" else None)
     # Atomic: nothing dataset-like (not even a temporary directory) is left behind.
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
@@ -306,7 +310,7 @@ def test_unreadable_images_skipped_or_strict(tmp_path, caplog):
     raw = (src / "im001.png").read_bytes()
     (src / "im001.png").write_bytes(raw[:len(raw) // 2])  # truncated
     (src / "im003.png").write_bytes(b"garbage")
-    s = dt.create_from_images(str(tmp_path / "ds"), str(src), opts(shuffle=False, num_workers=2))
+    s = image_folder.create_from_images(str(tmp_path / "ds"), str(src), opts(shuffle=False, num_workers=2))
     assert s.written == 2 and s.num_skipped == 2
     assert sorted(os.path.basename(p) for p in s.skipped["unreadable"]) == ["im001.png",
                                                                             "im003.png"]
@@ -314,8 +318,8 @@ def test_unreadable_images_skipped_or_strict(tmp_path, caplog):
     assert "im003.png" in caplog.text
     x, _ = read_nchw(tmp_path / "ds")
     np.testing.assert_array_equal(x, np.stack([imgs[0], imgs[2]]).transpose(0, 3, 1, 2))
-    with pytest.raises(dt.ToolError, match="cannot read .*im001.png"):
-        dt.create_from_images(str(tmp_path / "strict"), str(src), opts(shuffle=False, strict=True))
+    with pytest.raises(ToolError, match="cannot read .*im001.png"):
+        image_folder.create_from_images(str(tmp_path / "strict"), str(src), opts(shuffle=False, strict=True))
     assert not (tmp_path / "strict").exists()
     assert [p for p in os.listdir(tmp_path) if "incomplete" in p] == []
     # Through the CLI: a one-line error, exit status 1.
@@ -329,32 +333,32 @@ def test_overwrite_and_atomic_replacement(tmp_path):
     out = tmp_path / "ds"
     assert run_cli("create_from_images", out, src) == 0
     before = {f: (out / f).read_bytes() for f in os.listdir(out)}
-    with pytest.raises(dt.ToolError, match="ds already holds a dataset.*--overwrite"):
-        dt.create_from_images(str(out), str(src), opts())
+    with pytest.raises(ToolError, match="ds already holds a dataset.*--overwrite"):
+        image_folder.create_from_images(str(out), str(src), opts())
     assert run_cli("create_from_images", out, src) == 1
     # A failing overwrite (mixed sizes) leaves the old dataset untouched.
     save_pngs(src, random_rgb(1, 16, 16), ["zz.png"])
-    with pytest.raises(dt.ToolError, match="zz.png"):
-        dt.create_from_images(str(out), str(src), opts(overwrite=True, shuffle=False))
+    with pytest.raises(ToolError, match="zz.png"):
+        image_folder.create_from_images(str(out), str(src), opts(overwrite=True, shuffle=False))
     assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
     os.remove(src / "zz.png")
     save_pngs(src, random_rgb(1, 8, 8, seed=50), ["zz.png"])
     assert run_cli("create_from_images", out, src, "--overwrite") == 0
-    assert data.read_dataset_info(str(out)).num_images == 4
+    assert reader.read_dataset_info(str(out)).num_images == 4
     assert sorted(os.listdir(tmp_path)) == ["ds", "in"]  # no temporary or old directories
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(dt.ToolError, match="not dataset files \\(notes.txt\\)"):
-        dt.create_from_images(str(out), str(src), opts(overwrite=True))
+    with pytest.raises(ToolError, match="not dataset files \\(notes.txt\\)"):
+        image_folder.create_from_images(str(out), str(src), opts(overwrite=True))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x").write_text("")
-    with pytest.raises(dt.ToolError, match="output directory is not empty: .*other"):
-        dt.create_from_images(str(tmp_path / "other"), str(src), opts())
+    with pytest.raises(ToolError, match="output directory is not empty: .*other"):
+        image_folder.create_from_images(str(tmp_path / "other"), str(src), opts())
 
 
 def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
     src = tmp_path / "in"
     save_pngs(src, random_rgb(5, 8, 8))
-    real = dt.load_image_file
+    real = common.load_image_file
     calls = []
 
     def flaky(path, *a, **k):
@@ -363,21 +367,21 @@ def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(path, *a, **k)
 
-    monkeypatch.setattr(dt, "load_image_file", flaky)
+    monkeypatch.setattr(common, "load_image_file", flaky)
     with pytest.raises(KeyboardInterrupt):
-        dt.create_from_images(str(tmp_path / "out" / "ds"), str(src), opts())
+        image_folder.create_from_images(str(tmp_path / "out" / "ds"), str(src), opts())
     assert os.listdir(tmp_path / "out") == []
 
 
 def test_sharded_writing_reads_back_identically(tmp_path):
     src = tmp_path / "in"
     save_pngs(src, random_rgb(11, 16, 16))
-    dt.create_from_images(str(tmp_path / "one"), str(src), opts())
-    dt.create_from_images(str(tmp_path / "many"), str(src), opts(shards=3, num_workers=2))
+    image_folder.create_from_images(str(tmp_path / "one"), str(src), opts())
+    image_folder.create_from_images(str(tmp_path / "many"), str(src), opts(shards=3, num_workers=2))
     names = sorted(os.listdir(tmp_path / "many"))
     assert names == sorted(f"many-r{r:02d}-{s:05d}-of-00003.tfrecords"
                            for r in (2, 3, 4) for s in range(3))
-    assert dt.compare(str(tmp_path / "one"), str(tmp_path / "many"))["equal"]
+    assert inspection.compare(str(tmp_path / "one"), str(tmp_path / "many"))["equal"]
     for r in (2, 3, 4):
         np.testing.assert_array_equal(read_all(tmp_path / "one", r)[0],
                                       read_all(tmp_path / "many", r)[0])
@@ -386,8 +390,8 @@ def test_sharded_writing_reads_back_identically(tmp_path):
 def test_threads_give_identical_bytes(tmp_path):
     src = tmp_path / "in"
     save_pngs(src, random_rgb(9, 8, 8))
-    dt.create_from_images(str(tmp_path / "a"), str(src), opts(num_workers=0))
-    dt.create_from_images(str(tmp_path / "b"), str(src), opts(num_workers=3))
+    image_folder.create_from_images(str(tmp_path / "a"), str(src), opts(num_workers=0))
+    image_folder.create_from_images(str(tmp_path / "b"), str(src), opts(num_workers=3))
     for fn in os.listdir(tmp_path / "a"):
         other = tmp_path / "b" / fn.replace("a-r", "b-r")
         assert (tmp_path / "a" / fn).read_bytes() == other.read_bytes()
@@ -400,7 +404,7 @@ def _labelled_dataset(tmp_path, name="ds", n=6, seed=0):
     imgs = random_rgb(n, 8, 8, seed)
     for i, img in enumerate(imgs):
         save_pngs(root / f"c{i % 2}", [img], [f"{i:03d}.png"])
-    dt.create_from_images(str(tmp_path / name), str(root), opts(shuffle=False),
+    image_folder.create_from_images(str(tmp_path / name), str(root), opts(shuffle=False),
                           with_labels=True)
     return imgs
 
@@ -408,7 +412,7 @@ def _labelled_dataset(tmp_path, name="ds", n=6, seed=0):
 def test_extract_inverts_create(tmp_path):
     imgs = random_rgb(5, 16, 16) + [np.zeros((16, 16, 3), np.uint8)]
     save_pngs(tmp_path / "in", imgs)
-    dt.create_from_images(str(tmp_path / "ds"), str(tmp_path / "in"), opts())
+    image_folder.create_from_images(str(tmp_path / "ds"), str(tmp_path / "in"), opts())
     assert run_cli("extract", tmp_path / "ds", tmp_path / "out") == 0
     files = sorted(os.listdir(tmp_path / "out"))
     assert files == [f"img{i:08d}.png" for i in range(6)]
@@ -416,7 +420,7 @@ def test_extract_inverts_create(tmp_path):
     np.testing.assert_array_equal(got, np.stack(imgs)[perm(6)])
     assert run_cli("extract", tmp_path / "ds", tmp_path / "out") == 1  # not empty
     _labelled_dataset(tmp_path, "lab")
-    assert dt.extract(str(tmp_path / "lab"), str(tmp_path / "out2"), level=2) == 6
+    assert inspection.extract(str(tmp_path / "lab"), str(tmp_path / "out2"), level=2) == 6
     assert np.asarray(PIL.Image.open(tmp_path / "out2" / "img00000000.png")).shape == (4, 4, 3)
     np.testing.assert_array_equal(np.load(tmp_path / "out2" / "labels.npy"),
                                   read_all(tmp_path / "lab")[1])
@@ -431,10 +435,10 @@ def test_compare_detects_one_pixel_and_label_differences(tmp_path):
             if tweak == "pixel" and i == 4:
                 img[3, 5, 1] ^= 1
             save_pngs(root / f"c{i % 2}", [img], [f"{i:03d}.png"])
-        dt.create_from_images(str(tmp_path / name), str(root), opts(), with_labels=True)
+        image_folder.create_from_images(str(tmp_path / name), str(root), opts(), with_labels=True)
     a, b, c, d = (str(tmp_path / n) for n in "abcd")
-    assert dt.compare(a, b)["equal"]
-    r = dt.compare(a, c)
+    assert inspection.compare(a, b)["equal"]
+    r = inspection.compare(a, c)
     assert not r["equal"] and r["identical_images"] == 5 and r["identical_labels"] == 6
     # sorted inputs: c0/000, c0/002, c0/004, ... -> 004.png is item 2; record j holds order[j]
     assert r["different_images"] == [int(np.where(perm(6) == 2)[0][0])]
@@ -447,9 +451,9 @@ def test_compare_detects_one_pixel_and_label_differences(tmp_path):
         os.rename(os.path.join(d, fn), os.path.join(d, fn.replace("a-r", "d-r")))
     with open(os.path.join(d, "d-rxx.labels"), "wb") as f:
         np.save(f, labels)
-    r = dt.compare(a, d)
+    r = inspection.compare(a, d)
     assert not r["equal"] and r["identical_images"] == 6 and r["different_labels"] == [5]
-    assert dt.compare(a, d, ignore_labels=True)["equal"]
+    assert inspection.compare(a, d, ignore_labels=True)["equal"]
     assert run_cli("compare", a, b) == 0
     assert run_cli("compare", a, c) == 1
     assert run_cli("compare", a, d, "--ignore_labels") == 0
@@ -501,17 +505,17 @@ def _write_cifar(root, batches, key="labels", classes=10):
 
 def test_cifar10_and_cifar100(tmp_path):
     x, y = _write_cifar(tmp_path / "c10", [f"data_batch_{i}" for i in range(1, 6)])
-    with pytest.raises(dt.ToolError, match="expected 50000 images, found 35"):
-        dt.create_cifar10(str(tmp_path / "o10"), str(tmp_path / "c10"), opts())
-    dt.create_cifar10(str(tmp_path / "o10"), str(tmp_path / "c10"), opts(), expected_images=35)
+    with pytest.raises(ToolError, match="expected 50000 images, found 35"):
+        cifar_svhn.create_cifar10(str(tmp_path / "o10"), str(tmp_path / "c10"), opts())
+    cifar_svhn.create_cifar10(str(tmp_path / "o10"), str(tmp_path / "c10"), opts(), expected_images=35)
     gx, gy = read_nchw(tmp_path / "o10")
     np.testing.assert_array_equal(gx, x[perm(35)])
     np.testing.assert_array_equal(gy, np.eye(10, dtype=np.float32)[y[perm(35)]])
     os.remove(tmp_path / "c10" / "data_batch_3")
-    with pytest.raises(dt.ToolError, match="file not found: .*data_batch_3"):
-        dt.create_cifar10(str(tmp_path / "o"), str(tmp_path / "c10"), opts(), expected_images=0)
+    with pytest.raises(ToolError, match="file not found: .*data_batch_3"):
+        cifar_svhn.create_cifar10(str(tmp_path / "o"), str(tmp_path / "c10"), opts(), expected_images=0)
     x, y = _write_cifar(tmp_path / "c100", ["train"], key="fine_labels", classes=100)
-    dt.create_cifar100(str(tmp_path / "o100"), str(tmp_path / "c100"), opts(),
+    cifar_svhn.create_cifar100(str(tmp_path / "o100"), str(tmp_path / "c100"), opts(),
                        expected_images=0)
     gx, gy = read_nchw(tmp_path / "o100")
     np.testing.assert_array_equal(gx, x[perm(7)])
@@ -525,16 +529,16 @@ def test_svhn_mat(tmp_path):
     y = np.array([[10], [1], [2], [3], [4], [5], [6], [7], [9]], np.uint8)
     (tmp_path / "svhn").mkdir()
     scipy.io.savemat(tmp_path / "svhn" / "train_32x32.mat", {"X": hwcn, "y": y})
-    with pytest.raises(dt.ToolError, match="expected 73257 images, found 9"):
-        dt.create_svhn(str(tmp_path / "o"), str(tmp_path / "svhn"), opts())
-    dt.create_svhn(str(tmp_path / "o"), str(tmp_path / "svhn"), opts(shuffle=False),
+    with pytest.raises(ToolError, match="expected 73257 images, found 9"):
+        cifar_svhn.create_svhn(str(tmp_path / "o"), str(tmp_path / "svhn"), opts())
+    cifar_svhn.create_svhn(str(tmp_path / "o"), str(tmp_path / "svhn"), opts(shuffle=False),
                    expected_images=9)
     gx, gy = read_all(tmp_path / "o")
     np.testing.assert_array_equal(gx, hwcn.transpose(3, 0, 1, 2))
     np.testing.assert_array_equal(gy.argmax(1), [0, 1, 2, 3, 4, 5, 6, 7, 9])
     assert gy.shape == (9, 10)
-    with pytest.raises(dt.ToolError, match="file not found: .*test_32x32.mat"):
-        dt.create_svhn(str(tmp_path / "o2"), str(tmp_path / "svhn"), opts(), split="test")
+    with pytest.raises(ToolError, match="file not found: .*test_32x32.mat"):
+        cifar_svhn.create_svhn(str(tmp_path / "o2"), str(tmp_path / "svhn"), opts(), split="test")
 
 
 def test_svhn_original_pickles(tmp_path):
@@ -558,24 +562,24 @@ def test_svhn_original_pickles(tmp_path):
     np.testing.assert_array_equal(gy, np.eye(10, dtype=np.float32)[labels[order]])
     with open(tmp_path / "svhn" / "train_2.pkl", "wb") as f:
         pickle.dump((parts[1][0], parts[1][1] + 10), f)
-    with pytest.raises(dt.ToolError, match="train_2.pkl: labels must be digits 0..9"):
-        dt.create_svhn(str(tmp_path / "o2"), str(tmp_path / "svhn"), opts(), expected_images=0)
+    with pytest.raises(ToolError, match="train_2.pkl: labels must be digits 0..9"):
+        cifar_svhn.create_svhn(str(tmp_path / "o2"), str(tmp_path / "svhn"), opts(), expected_images=0)
 
 
 def test_celeba_crop(tmp_path):
     imgs = random_rgb(3, 218, 178)
     save_pngs(tmp_path / "celeba" / "img_align_celeba_png", imgs,
               [f"{i + 1:06d}.png" for i in range(3)])
-    with pytest.raises(dt.ToolError, match="expected 202599 images, found 3"):
-        dt.create_celeba(str(tmp_path / "o"), str(tmp_path / "celeba"), opts())
-    dt.create_celeba(str(tmp_path / "o"), str(tmp_path / "celeba"), opts(), expected_images=3)
+    with pytest.raises(ToolError, match="expected 202599 images, found 3"):
+        celeba.create_celeba(str(tmp_path / "o"), str(tmp_path / "celeba"), opts())
+    celeba.create_celeba(str(tmp_path / "o"), str(tmp_path / "celeba"), opts(), expected_images=3)
     gx, gy = read_all(tmp_path / "o")
     want = np.stack([im[121 - 64:121 + 64, 89 - 64:89 + 64] for im in imgs])[perm(3)]
     np.testing.assert_array_equal(gx, want)
     assert gx.shape == (3, 128, 128, 3) and gy.shape == (3, 0)
-    with pytest.raises(dt.ToolError, match="no aligned CelebA images in .*empty"):
+    with pytest.raises(ToolError, match="no aligned CelebA images in .*empty"):
         (tmp_path / "empty").mkdir()
-        dt.create_celeba(str(tmp_path / "o2"), str(tmp_path / "empty"), opts())
+        celeba.create_celeba(str(tmp_path / "o2"), str(tmp_path / "empty"), opts())
 
 
 def write_lmdb(path, imgs, extra=()):
@@ -597,7 +601,7 @@ def write_lmdb(path, imgs, extra=()):
 def test_lsun_lmdb(tmp_path):
     imgs = random_rgb(4, 24, 40) + random_rgb(1, 40, 24, seed=10)
     write_lmdb(tmp_path / "lmdb", imgs, [(b"key999", b"not an image")])
-    s = dt.create_lsun(str(tmp_path / "o"), str(tmp_path / "lmdb"), opts(shuffle=False),
+    s = lsun.create_lsun(str(tmp_path / "o"), str(tmp_path / "lmdb"), opts(shuffle=False),
                        resolution=8)
     assert s.written == 5 and s.num_skipped == 1 and "key999" in s.skipped["unreadable"][0]
     gx, _ = read_all(tmp_path / "o")
@@ -649,7 +653,7 @@ def test_create_from_tfds_offline(tmp_path):
     _build_tiny_tfds(tmp_path / "tfds")
     # Read from the local data dir in a fresh process (the builder class is not registered
     # there, so TFDS must load the prepared files, as it would offline).
-    cmd = [TOOL, "create_from_tfds", str(tmp_path / "ds"), "tiny_progan_images",
+    cmd = TOOL + ["create_from_tfds", str(tmp_path / "ds"), "tiny_progan_images",
            f"--data_dir={tmp_path / 'tfds'}", "--resolution=8", "--noshuffle"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -664,34 +668,42 @@ def test_create_from_tfds_offline(tmp_path):
         np.testing.assert_array_equal(lab, np.eye(3)[ex["label"]])
     assert len(gx) == 7
     # Not prepared locally and no --download: a clear error, not a download attempt.
-    with pytest.raises(dt.ToolError, match="'mnist' is not prepared in .*empty.*--download"):
-        dt.create_from_tfds(str(tmp_path / "m"), "mnist", opts(),
+    with pytest.raises(ToolError, match="'mnist' is not prepared in .*empty.*--download"):
+        tfds_images.create_from_tfds(str(tmp_path / "m"), "mnist", opts(),
                             data_dir=str(tmp_path / "empty"))
-    with pytest.raises(dt.ToolError, match="'no_such_dataset_xyz' not found"):
-        dt.create_from_tfds(str(tmp_path / "m"), "no_such_dataset_xyz", opts(),
+    with pytest.raises(ToolError, match="'no_such_dataset_xyz' not found"):
+        tfds_images.create_from_tfds(str(tmp_path / "m"), "no_such_dataset_xyz", opts(),
                             data_dir=str(tmp_path / "empty"))
-    with pytest.raises(dt.ToolError, match="--image_key='img'"):
-        dt.create_from_tfds(str(tmp_path / "m"), "tiny_progan_images", opts(),
+    with pytest.raises(ToolError, match="--image_key='img'"):
+        tfds_images.create_from_tfds(str(tmp_path / "m"), "tiny_progan_images", opts(),
                             image_key="img", data_dir=str(tmp_path / "tfds"))
 
 
 # ------------------------------------------------------------------------------ CLI
 
 def test_cli_help_and_user_errors(tmp_path):
-    r = subprocess.run([TOOL, "--help"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(TOOL + ["--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     for name in ("create_mnist", "create_from_images", "create_cifar10", "create_cifar100",
                  "create_svhn", "create_celeba", "create_lsun", "create_from_tfds", "display",
                  "extract", "compare", "info"):
         assert name in r.stdout
-    r = subprocess.run([TOOL, "create_from_images", "--help"], capture_output=True, text=True,
+    r = subprocess.run(TOOL + ["create_from_images", "--help"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0
     assert "<tfrecord_dir> <image_dir>" in r.stdout and "--labels_from_subdirs" in r.stdout
-    r = subprocess.run([TOOL, "create_from_images", str(tmp_path / "o"), str(tmp_path / "nope")],
+    r = subprocess.run(TOOL + ["create_from_images", str(tmp_path / "o"), str(tmp_path / "nope")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"image directory not found: {tmp_path / 'nope'}" in r.stderr
     assert run_cli("no_such_command") == 2
     assert run_cli("info") == 2  # missing positional argument
     assert run_cli("create_from_images", tmp_path / "o", tmp_path, "--resolution=6") == 1
+
+
+def test_console_script_and_module_entry_points():
+    setup_py = open(os.path.join(os.path.dirname(__file__), "..", "setup.py")).read()
+    module, fn = re.search(r'"progan-dataset=([\w.]+):(\w+)"', setup_py).groups()
+    assert getattr(importlib.import_module(module), fn) is cli.run
+    r = subprocess.run(TOOL + ["no_such_command"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown command 'no_such_command'" in r.stderr

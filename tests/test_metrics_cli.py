@@ -7,7 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from progan_tf import data
+from progan_tf.datasets import reader as data
 from progan_tf.metrics import cache as cache_lib
 from progan_tf.metrics import cli, fid, ms_ssim, swd
 

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import FIXTURES
-from progan_tf import data, rundir
+from progan_tf import rundir
+from progan_tf.datasets import reader as data
 from progan_tf.metrics import cli, evaluate, fid, generators, runs, swd
 from progan_tf.networks import Generator
 

@@ -60,7 +60,7 @@ def _dataset_fingerprint(info, res_log2: int) -> str:
 def dataset_source(dataset_dir: str, offset: int = 0, res_log2: Optional[int] = None,
                    cache: Optional[cache_lib.StatsCache] = None, label: Optional[str] = None) -> ImageSource:
     """Images `offset`, `offset + 1`, ... of a dataset directory in file order (top level by default)."""
-    from progan_tf import data  # lazily: it loads TensorFlow
+    from progan_tf.datasets import reader as data  # lazily: it loads TensorFlow
 
     info = data.read_dataset_info(dataset_dir)
     level = info.resolution_log2 if res_log2 is None else int(res_log2)

@@ -58,7 +58,7 @@ def label_pool_for(label_size: int, dataset_dir: str, what: str) -> Optional[np.
     """The dataset's label rows for a model with `label_size` labels (None when unconditional)."""
     if not label_size:
         return None
-    from progan_tf import data
+    from progan_tf.datasets import reader as data
 
     labels = data.load_labels(dataset_dir)
     if labels.shape[1] < label_size:
@@ -81,7 +81,7 @@ class GeneratorSpec:
 
 def check_generator_fits_dataset(spec: GeneratorSpec, dataset_dir: str, resolution: Optional[int] = None) -> None:
     """Raises TargetError unless the model generates images of the dataset level compared against."""
-    from progan_tf import data
+    from progan_tf.datasets import reader as data
 
     info = data.read_dataset_info(dataset_dir)
     res = resolution or info.resolution

@@ -139,7 +139,7 @@ class PeriodicMetrics:
     def __init__(self, dataset_dir: str, metrics: Sequence[str], num_images: int, run_dir: str, seed: int = 0,
                  batch_size: int = 256, extractor_options: Optional[evaluate.ExtractorOptions] = None,
                  cache_dir: Optional[str] = None, summary_writer=None):
-        from progan_tf import data
+        from progan_tf.datasets import reader as data
 
         metrics = registry.resolve_names(metrics)  # a list, or the config's comma list, e.g. "swd,fid"
         if not metrics:
