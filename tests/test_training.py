@@ -91,8 +91,8 @@ def test_short_run_grows_and_writes_every_artifact(tmp_path):
     assert summary["kimg"] == pytest.approx(0.672) and summary["resolution"] == 16
     assert summary["stopped_by"] == "done"
     # One traced D step and G step per stage (4x4, 8x8, 16x16), whatever alpha did.
-    assert sorted(trainer._step_fns) == [(2, 8), (3, 8), (4, 8)]
-    for d_step, g_step in trainer._step_fns.values():
+    assert sorted(trainer.steps.compiled) == [(2, 8), (3, 8), (4, 8)]
+    for d_step, g_step in trainer.steps.compiled.values():
         assert d_step.experimental_get_tracing_count() == 1 and g_step.experimental_get_tracing_count() == 1
     files = set(os.listdir(tmp_path))
     assert {"log.txt", "reals.png", "summary.json", "checkpoints"} <= files
@@ -234,7 +234,7 @@ def test_a_non_finite_gradient_is_skipped_and_counted_and_training_goes_on(tmp_p
     # No Adam reset at new stages, so that the iteration counters count every applied update.
     config = tiny_config(**{"train.total_kimg": 0.4, "train.reset_opt_for_new_lod": False})
     trainer = Trainer(config, DATASET, str(tmp_path))
-    trainer.loss = _PoisonOneStep(trainer.loss, at=5)
+    trainer.steps.loss = _PoisonOneStep(trainer.loss, at=5)   # before any step is traced
     d_weights = [v.numpy() for v in trainer.D.trainable_variables]
     summary = trainer.run()
     trainer.close()
@@ -324,7 +324,7 @@ def test_fid_during_training_with_a_local_feature_extractor(tmp_path):
 def test_apply_if_finite_skips_the_whole_update(strategy):
     """The skip under the default strategy and under MirroredStrategy, whose optimizer apply
     merges across replicas (the skip's cond is then taken in cross-replica context)."""
-    from progan_tf.training import all_replicas_finite, apply_if
+    from progan_tf.steps import all_replicas_finite, apply_if
 
     strat = tf.distribute.MirroredStrategy(["/cpu:0"]) if strategy == "mirrored" else tf.distribute.get_strategy()
     with strat.scope():
