@@ -62,7 +62,7 @@ def default_config() -> ml_collections.ConfigDict:
         fmap_base=8192, fmap_decay=1.0, fmap_max=512, latent_size=0,   # 0: latent size = nf(0)
         normalize_latents=True, use_wscale=True, use_pixelnorm=True, pixelnorm_epsilon=1e-8,
         use_leakyrelu=True,
-        fused_scale=True,                 # the original's fused upscale + conv (docs/method.md, "Fused scale")
+        fused_scale=True,                 # the original's fused upscale + conv (docs/method.md#fused-scale)
     )
     c.D = _dict(fmap_base=8192, fmap_decay=1.0, fmap_max=512, mbstd_group_size=4, use_wscale=True,
                 fused_scale=True)         # the original's fused conv + downscale

@@ -2,7 +2,7 @@
 
 Every layer is serialisable (``get_config``) and registered under the package
 name ``progan_tf`` so models holding them can be saved and reloaded by Keras.
-The maths follows docs/method.md, section 1 (Karras et al. 2018, section 4):
+The maths follows docs/method.md#networks (Karras et al. 2018, section 4):
 
 * ``EqualizedDense`` / ``EqualizedConv2D``: weights stored as N(0, 1) samples
   and multiplied at run time by ``gain / sqrt(fan_in)`` ("equalized learning
@@ -204,7 +204,7 @@ class EqualizedConv2DDownscale(_EqualizedBase):
     kernel with fan-in ``k*k*in``; it is padded, summed over its four shifts and
     multiplied by 0.25 at run time. Bias (and the caller's activation) come after the
     downscale, so this is not the function of conv3x3 + bias + lrelu + average
-    (``fused_scale=False``). See docs/method.md, "Fused scale".
+    (``fused_scale=False``). See docs/method.md#fused-scale.
     """
 
     def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
@@ -241,7 +241,7 @@ class EqualizedUpscaleConv2D(_EqualizedBase):
     weights map over unchanged; at run time it is padded and summed over its four
     shifts (no 0.25). As a function this equals upscale followed by a 'SAME' k x k
     conv with the kernel flipped in space, but it does 4 instead of 9 multiply-adds
-    per output pixel and channel pair. See docs/method.md, "Fused scale".
+    per output pixel and channel pair. See docs/method.md#fused-scale.
     """
 
     def __init__(self, filters: int, kernel_size: int = 3, **kwargs):

@@ -68,7 +68,7 @@ def input_gradients(D, images, res, alpha, loss_scale=1.0):
     """Scores of D on ``images`` and the gradient of their sum w.r.t. the images.
 
     The inner tape is created here so that the sum being differentiated is
-    computed inside it (docs/method.md, section 7); the outer tape of the trainer
+    computed inside it (docs/method.md#tensorflow); the outer tape of the trainer
     still records everything, giving the penalty's double backward. Under
     float16, ``loss_scale`` (the optimizer's loss scale) keeps the inner
     backward pass from underflowing; it is divided out again here.
@@ -95,7 +95,7 @@ def full_resolution_factor(D, res) -> float:
     with respect to the R x R image. Each stage pixel is then the mean of f*f full
     pixels, so the full-resolution gradient norm is the stage-resolution norm over f.
     The penalties are computed at the stage's resolution (cheap) and divided by f
-    (the norm) or f**2 (the squared norm). See docs/method.md, "Losses".
+    (the norm) or f**2 (the squared norm). See docs/method.md#penalty-scale.
     """
     res = D.resolution_log2 if res is None else int(res)
     return float(2 ** (D.resolution_log2 - res))

@@ -1,4 +1,4 @@
-"""ProGAN's growing generator and discriminator (docs/method.md, sections 1 and 2).
+"""ProGAN's growing generator and discriminator (docs/method.md#networks, #growing).
 
 Both networks hold every block and every toRGB/fromRGB from 4x4 to the target
 resolution, so any stage can run and all weights exist from construction (the

@@ -10,7 +10,7 @@ the stored source is never executed.
 
 :func:`assign_network_weights` copies a record's variables into a
 :class:`~progan_tf.networks.Generator` or :class:`~progan_tf.networks.Discriminator`,
-converting the original's NCHW layouts (docs/method.md, "The original's network files").
+converting the original's NCHW layouts (docs/method.md#network-files).
 """
 
 from __future__ import annotations

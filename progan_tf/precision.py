@@ -1,8 +1,9 @@
 """Numeric precision and XLA choices for training (``train.precision``, ``train.jit_compile``).
 
 ``auto`` picks from the hardware found: bfloat16 on TPUs and on CPUs with
-AMX (where oneDNN runs bfloat16 convolutions several times faster, SPEC.md
-section 7) or AVX512_BF16 (B32 measured 1.7x faster), float16 on GPUs with tensor cores (compute capability 7.0+), and
+AMX (where oneDNN runs bfloat16 convolutions several times faster, docs/method.md#tensorflow)
+or AVX512_BF16 (B32 measured 1.7x faster), float16 on GPUs with tensor cores (compute
+capability 7.0+), and
 float32 everywhere else. XLA is on for GPUs and TPUs and off on CPUs, where it
 was measured slower (it does not reach the oneDNN kernels).
 """

@@ -169,8 +169,10 @@ class Trainer:
             seed=self.config.seed, labels=self.labels, mirror_augment=self.config.train.mirror_augment,
             loss_scaling=self.loss_scaling, jit_compile=self.jit_compile)
         self._gs_fns = {}
-        self._summary_writer = None     # opened with the run directory
+        # Opened with the run directory (run()): TensorBoard, the periodic metrics, the grid's inputs.
+        self._summary_writer = None
         self._metrics = None
+        self._grid_reals = self._grid_latents = self._grid_labels = None
 
     # --- set-up ---------------------------------------------------------------------------
 

@@ -346,3 +346,14 @@ def test_apply_if_finite_skips_the_whole_update(strategy):
     assert all(float(tf.reduce_sum(v)) == 0.0 for v in opt.variables if v.name != "learning_rate" and "iteration" not in v.name)
     assert float(step(tf.constant(1.0))) == 1.0
     assert int(opt.iterations.numpy()) == 1 and w.numpy()[0] < 1.0
+
+
+def test_constructing_a_trainer_writes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = Trainer(tiny_config(**{"train.total_kimg": 0.1}), DATASET, str(run_dir))
+    assert not run_dir.exists()
+    trainer.run()
+    trainer.close()
+    assert {"log.txt", "networks.json", "reals.png", "summary.json", "checkpoints"} <= set(os.listdir(run_dir))
+    log = open(run_dir / "log.txt").read()
+    assert log.index("Precision float32") < log.index("Training fmnist100")   # messages held until opened

@@ -1,6 +1,6 @@
 """The on-disk format of a ProGAN dataset, shared by the reader and the writer.
 
-The original NVIDIA ``dataset_tool.py`` format (docs/method.md, section "dataset format"):
+The original NVIDIA ``dataset_tool.py`` format (docs/method.md#dataset-format):
 
 - one TFRecord file per resolution level, ``<name>-rNN.tfrecords`` with NN = log2 of the
   resolution, 02 .. top; optionally sharded as ``<name>-rNN-SSSSS-of-TTTTT.tfrecords``;
