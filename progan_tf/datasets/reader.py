@@ -225,8 +225,11 @@ def _parse_batch(serialized, shape_chw):
         fileformat.DATA_KEY: tf.io.FixedLenFeature([], tf.string)})
     data = tf.io.decode_raw(feats[fileformat.DATA_KEY], tf.uint8)
     c, h, w = shape_chw
-    data = tf.reshape(data, [-1, c, h, w])
-    return tf.transpose(data, [0, 2, 3, 1])
+    if c == 1:                       # CHW and HWC are the same bytes
+        return tf.reshape(data, [-1, h, w, 1])
+    # NCHW -> NHWC by stacking the channel planes: the same result as a transpose, without
+    # oneDNN's uint8 transpose, which prints an error-looking log line in every run.
+    return tf.stack(tf.unstack(tf.reshape(data, [-1, c, h, w]), num=c, axis=1), axis=-1)
 
 
 # --- tf.data input -----------------------------------------------------------------------
