@@ -35,6 +35,7 @@ setup(
             "progan-bench=progan_tf.bench:run",
             "progan-export=progan_tf.export:run",
             "progan-generate=progan_tf.generate:run",
+            "progan-import=progan_tf.official_import:run",
         ],
     },
     license="Apache-2.0",

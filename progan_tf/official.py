@@ -73,6 +73,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._allowed = {("tfutil", "Network"): NetworkRecord, **_numpy_globals()}
 
     def find_class(self, module, name):
+        if (module, name) == ("network", "Network"):
+            raise OfficialFormatError(
+                f"{self._path}: a Theano-era network pickle (network.Network); only the TensorFlow "
+                f"code's files (tfutil.Network) are supported")
         try:
             return self._allowed[(module, name)]
         except KeyError:

@@ -99,6 +99,40 @@ def check_metrics_config(train_config) -> None:
             raise TrainingError(f"config train.{field}: not found: {path}")
 
 
+# The counters a training checkpoint holds besides the networks and optimizers: (name, dtype, start).
+_STATE_VARIABLES = (("nimg", tf.int64, 0), ("tick", tf.int64, 0), ("iteration", tf.int64, 0),
+                    ("stage_start_nimg", tf.int64, 0), ("stage_res", tf.int64, 0), ("prev_lod", tf.float64, -1.0))
+
+
+def state_variables(**values) -> dict:
+    """The training counters (images shown, tick, iteration, stage, last lod) as variables by name;
+    ``values`` overrides their starting values."""
+    unknown = set(values) - {name for name, _, _ in _STATE_VARIABLES}
+    if unknown:
+        raise ValueError(f"unknown training state {sorted(unknown)}")
+    return {name: tf.Variable(values.get(name, start), dtype=dtype, trainable=False, name=name)
+            for name, dtype, start in _STATE_VARIABLES}
+
+
+def new_optimizers(config, G, D) -> tuple:
+    """Fresh Adam optimizers for G and D (``config.G_opt`` / ``D_opt``), built over every stage's
+    variables up front (docs/method.md#tensorflow): what a checkpoint holds."""
+    G_adam = keras.optimizers.Adam(learning_rate=config.sched.G_lrate_base, **dict(config.G_opt), name="G_opt")
+    D_adam = keras.optimizers.Adam(learning_rate=config.sched.D_lrate_base, **dict(config.D_opt), name="D_opt")
+    G_adam.build(G.trainable_variables)
+    D_adam.build(D.trainable_variables)
+    return G_adam, D_adam
+
+
+def training_checkpoint(G, D, Gs, G_adam, D_adam, state: dict) -> tf.train.Checkpoint:
+    """What a training checkpoint holds: the three networks, both plain Adam states and the counters.
+
+    The plain optimizers (not a float16 loss-scale wrapper) are saved, so a run resumes in any
+    precision. ``progan-import`` writes the same structure.
+    """
+    return tf.train.Checkpoint(G=G, D=D, Gs=Gs, G_opt=G_adam, D_opt=D_adam, **state)
+
+
 @dataclasses.dataclass
 class _Stage:
     """The input and compiled steps of the stage being trained."""
@@ -195,20 +229,19 @@ class Trainer:
             self.Gs = clone_model(self.G, dtype="float32", name="Gs")
             # The checkpoint holds the plain Adam optimizers, so a run can resume in another precision;
             # float16 steps go through a dynamic loss-scale wrapper around them (its scale is not saved).
-            self.G_adam = keras.optimizers.Adam(learning_rate=c.sched.G_lrate_base, **dict(c.G_opt), name="G_opt")
-            self.D_adam = keras.optimizers.Adam(learning_rate=c.sched.D_lrate_base, **dict(c.D_opt), name="D_opt")
+            self.G_adam, self.D_adam = new_optimizers(c, self.G, self.D)
             self.loss_scaling = self.precision == "mixed_float16"
-            wrap = keras.optimizers.LossScaleOptimizer if self.loss_scaling else (lambda opt: opt)
-            self.G_opt, self.D_opt = wrap(self.G_adam), wrap(self.D_adam)
-            # Built over every stage's variables up front (docs/method.md#tensorflow).
-            self.G_opt.build(self.G.trainable_variables)
-            self.D_opt.build(self.D.trainable_variables)
-            self.nimg = tf.Variable(0, dtype=tf.int64, trainable=False, name="nimg")
-            self.tick = tf.Variable(0, dtype=tf.int64, trainable=False, name="tick")
-            self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
-            self.stage_start_nimg = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_start_nimg")
-            self.stage_res = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage_res")
-            self.prev_lod = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="prev_lod")
+            if self.loss_scaling:
+                self.G_opt = keras.optimizers.LossScaleOptimizer(self.G_adam)
+                self.D_opt = keras.optimizers.LossScaleOptimizer(self.D_adam)
+                self.G_opt.build(self.G.trainable_variables)
+                self.D_opt.build(self.D.trainable_variables)
+            else:
+                self.G_opt, self.D_opt = self.G_adam, self.D_adam
+            self.state = state_variables()
+        s = self.state
+        self.nimg, self.tick, self.iteration = s["nimg"], s["tick"], s["iteration"]
+        self.stage_start_nimg, self.stage_res, self.prev_lod = s["stage_start_nimg"], s["stage_res"], s["prev_lod"]
         self.latent_size = self.G.latent_size
 
     def _write_network_configs(self):
@@ -220,10 +253,7 @@ class Trainer:
         rundir.write_json(os.path.join(self.write_dir, rundir.NETWORKS_FILE), content)
 
     def _build_checkpoint(self):
-        self.checkpoint = tf.train.Checkpoint(
-            G=self.G, D=self.D, Gs=self.Gs, G_opt=self.G_adam, D_opt=self.D_adam, nimg=self.nimg,
-            tick=self.tick, iteration=self.iteration, stage_start_nimg=self.stage_start_nimg,
-            stage_res=self.stage_res, prev_lod=self.prev_lod)
+        self.checkpoint = training_checkpoint(self.G, self.D, self.Gs, self.G_adam, self.D_adam, self.state)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, rundir.checkpoint_dir(self.write_dir), checkpoint_name=rundir.CHECKPOINT_NAME,
             max_to_keep=max(1, int(self.config.train.keep_checkpoints)))
