@@ -154,14 +154,30 @@ class EqualizedDense(_EqualizedBase):
         return {**super().get_config(), "units": self.units}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class EqualizedConv2D(_EqualizedBase):
-    """Stride-1 'SAME' 2-D convolution (NHWC) with run-time weight scaling."""
+class _EqualizedConvBase(_EqualizedBase):
+    """Options shared by the equalized convolutions: ``filters`` and ``kernel_size``."""
 
     def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
         super().__init__(**kwargs)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _positive_int("kernel_size", kernel_size)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
+
+
+class _FusedConvBase(_EqualizedConvBase):
+    """An odd k x k kernel applied as one stride-2 (k+1) x (k+1) conv (see ``_summed_shifts``)."""
+
+    def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EqualizedConv2D(_EqualizedConvBase):
+    """Stride-1 'SAME' 2-D convolution (NHWC) with run-time weight scaling."""
 
     def build(self, input_shape):
         in_channels = int(input_shape[-1])
@@ -181,9 +197,6 @@ class EqualizedConv2D(_EqualizedBase):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
 
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
-
 
 def _summed_shifts(kernel):
     """The 3x3 (k x k) kernel zero-padded by one and its four (k+1) x (k+1) shifts summed.
@@ -196,7 +209,7 @@ def _summed_shifts(kernel):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class EqualizedConv2DDownscale(_EqualizedBase):
+class EqualizedConv2DDownscale(_FusedConvBase):
     """A 3x3 conv fused with the 2x2 box downscale: one 4x4 stride-2 'SAME' conv (NHWC).
 
     The discriminator's last conv of each block from 8x8 up under ``fused_scale``
@@ -206,13 +219,6 @@ class EqualizedConv2DDownscale(_EqualizedBase):
     downscale, so this is not the function of conv3x3 + bias + lrelu + average
     (``fused_scale=False``). See docs/method.md#fused-scale.
     """
-
-    def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
 
     def build(self, input_shape):
         in_channels, k = int(input_shape[-1]), self.kernel_size
@@ -227,12 +233,9 @@ class EqualizedConv2DDownscale(_EqualizedBase):
         n, h, w, _ = input_shape
         return (n, None if h is None else h // 2, None if w is None else w // 2, self.filters)
 
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class EqualizedUpscaleConv2D(_EqualizedBase):
+class EqualizedUpscaleConv2D(_FusedConvBase):
     """A nearest x2 upscale fused with a 3x3 conv: one 4x4 stride-2 transposed conv (NHWC).
 
     The generator's first conv of each block from 8x8 up under ``fused_scale`` (the
@@ -243,13 +246,6 @@ class EqualizedUpscaleConv2D(_EqualizedBase):
     conv with the kernel flipped in space, but it does 4 instead of 9 multiply-adds
     per output pixel and channel pair. See docs/method.md#fused-scale.
     """
-
-    def __init__(self, filters: int, kernel_size: int = 3, **kwargs):
-        super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
-        self.kernel_size = _positive_int("kernel_size", kernel_size)
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size!r}")
 
     def build(self, input_shape):
         in_channels, k = int(input_shape[-1]), self.kernel_size
@@ -266,9 +262,6 @@ class EqualizedUpscaleConv2D(_EqualizedBase):
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
         return (n, None if h is None else 2 * h, None if w is None else 2 * w, self.filters)
-
-    def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

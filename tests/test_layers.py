@@ -171,3 +171,15 @@ def test_stateless_layer_config_round_trip(layer):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer) and restored.get_config() == layer.get_config()
     np.testing.assert_array_equal(restored(x).numpy(), layer(x).numpy())
+
+
+@pytest.mark.parametrize("name", ["EqualizedConv2DDownscale", "EqualizedUpscaleConv2D"])
+def test_fused_convs_round_trip_their_config_and_refuse_even_kernels(name):
+    from progan_tf import layers
+
+    cls = getattr(layers, name)
+    layer = cls(6, 3, gain=1.5, name="fused")
+    clone = cls.from_config(layer.get_config())
+    assert (clone.filters, clone.kernel_size, clone.gain, clone.name) == (6, 3, 1.5, "fused")
+    with pytest.raises(ValueError, match="kernel_size must be odd, got 4"):
+        cls(6, 4)
