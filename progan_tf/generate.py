@@ -3,6 +3,7 @@
     progan-generate results/00000-cpu-fashion-mnist out/ --seeds=1,2,5-9          # one PNG per seed
     progan-generate exports/fmnist out/ --num=32 --grid --truncation_psi=0.7        # a SavedModel, one grid
     progan-generate exports/fmnist out/ --seeds=0-7 --class_rows                    # one row per class
+    progan-generate runs/celebahq-official out/ --latents=latents.npy             # given latent vectors
     progan-generate exports/fmnist out/ --video --duration_sec=20 --video_grid=4,2  # latent-space walk
     progan-generate --progress_video=results/00000-cpu-fashion-mnist out/          # fakes*.png as a video
 
@@ -43,6 +44,8 @@ from progan_tf import images as images_lib
 FLAGS = flags.FlagValues()   # own flags: importing this next to other CLIs cannot clash
 _d = dict(flag_values=FLAGS)
 flags.DEFINE_string("seeds", None, "Seeds: comma-separated integers and ranges, e.g. 1,2,5-9.", **_d)
+flags.DEFINE_string("latents", None, "A .npy file of latent vectors [N, latent_size] to generate from instead "
+                    "of seeds (e.g. the original's import_example.py latents); files latentNNNN.png.", **_d)
 flags.DEFINE_integer("num", 8, "Number of random seeds when --seeds is not given.", **_d)
 flags.DEFINE_integer("random_seed", None, "Seed of the random choice of seeds (default: fresh each run).", **_d)
 flags.DEFINE_bool("grid", False, "Write one grid PNG (grid.png) instead of one PNG per seed.", **_d)
@@ -416,6 +419,36 @@ def _write_images(source, output_dir, seeds, classes, opts) -> List[str]:
     return paths
 
 
+def load_latents(path: str, latent_size: int) -> np.ndarray:
+    """The float32 [N, latent_size] latents of a .npy file, or a GenerateError naming it."""
+    try:
+        latents = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise GenerateError(f"--latents: cannot read {path} as a .npy array ({e})") from None
+    if latents.ndim != 2 or latents.shape[1] != latent_size or not np.issubdtype(latents.dtype, np.floating):
+        raise GenerateError(f"--latents: {path} holds a {latents.dtype} array of shape {latents.shape}; the model "
+                            f"takes float latents of shape [N, {latent_size}]")
+    return latents.astype(np.float32)
+
+
+def _write_latent_images(source, output_dir, latents, opts) -> List[str]:
+    """One PNG per latent vector (latent0000.png, ...), or one grid with --grid."""
+    if opts.seeds or opts.class_rows:
+        raise GenerateError("--latents: give either --latents or --seeds / --class_rows")
+    indices = list(range(len(latents)))
+    classes = image_classes(source, indices, opts.labels)
+    labels = label_rows(source, classes) if classes is not None else None
+    images = source.from_latents(latents, labels, opts.truncation_psi, opts.batch_size)
+    if opts.grid:
+        (path,) = check_targets(output_dir, ["grid.png"], opts.overwrite)
+        images_lib.save_png(path, images_lib.image_grid(images, grid_shape(len(images), opts.grid_cols)))
+        return [path]
+    paths = check_targets(output_dir, [f"latent{i:04d}.png" for i in indices], opts.overwrite)
+    for path, image in zip(paths, images, strict=True):
+        images_lib.save_png(path, image)
+    return paths
+
+
 def _write_interpolation_video(source, output_dir, opts) -> str:
     try:
         cols, rows = (int(v) for v in opts.video_grid)
@@ -460,6 +493,9 @@ def generate(model: Optional[str], output_dir: str, opts) -> List[str]:
     source = open_model(model, opts.resolution)
     if opts.video:
         written.append(_write_interpolation_video(source, output_dir, opts))
+        return written
+    if opts.latents:
+        written += _write_latent_images(source, output_dir, load_latents(opts.latents, source.latent_size), opts)
         return written
     seeds = choose_seeds(opts.seeds, opts.num, opts.random_seed)
     classes = None if opts.class_rows else image_classes(source, seeds, opts.labels)

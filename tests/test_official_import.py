@@ -86,6 +86,66 @@ def test_generate_and_export_accept_the_imported_run(imported, tmp_path):
     assert tf.saved_model.contains_saved_model(str(tmp_path / "saved"))
 
 
+def _original_uint8(images_nchw):
+    """The original's import_example.py conversion: (x + 1) * 127.5, rounded and clipped, as NHWC."""
+    return np.clip(np.rint((images_nchw.transpose(0, 2, 3, 1) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def test_generate_from_latents_gives_the_original_images(imported, tmp_path):
+    import PIL.Image
+
+    run_dir, _ = imported
+    ref = np.load(os.path.join(OFFICIAL, "rgb32-fused-outputs.npz"))
+    np.save(tmp_path / "latents.npy", ref["latents"])
+    out = subprocess.run([sys.executable, "-m", "progan_tf.generate", run_dir, str(tmp_path / "png"),
+                          f"--latents={tmp_path / 'latents.npy'}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = np.stack([np.asarray(PIL.Image.open(tmp_path / "png" / f"latent{i:04d}.png")) for i in range(6)])
+    assert np.abs(got.astype(int) - _original_uint8(ref["Gs_images"]).astype(int)).max() <= 1
+    np.save(tmp_path / "bad.npy", ref["latents"][:, :5])
+    out = subprocess.run([sys.executable, "-m", "progan_tf.generate", run_dir, str(tmp_path / "png2"),
+                          f"--latents={tmp_path / 'bad.npy'}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 1 and "shape (6, 5)" in out.stderr and "[N, 32]" in out.stderr
+
+
+BARE_TF_CHILD = """
+import sys
+sys.path.append(sys.argv[1])
+try:
+    import progan_tf
+    sys.exit("progan_tf is importable in the child")
+except ImportError:
+    pass
+import numpy as np
+import tensorflow as tf
+sig = tf.saved_model.load(sys.argv[2]).signatures["serving_default"]
+np.save(sys.argv[4], sig(latents=tf.constant(np.load(sys.argv[3])))["images"].numpy())
+"""
+
+
+def test_import_export_and_serving_without_the_package_give_the_original_images(imported, tmp_path):
+    import sysconfig
+
+    run_dir, _ = imported
+    ref = np.load(os.path.join(OFFICIAL, "rgb32-fused-outputs.npz"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-m", "progan_tf.export", run_dir, str(tmp_path / "saved")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    np.save(tmp_path / "latents.npy", ref["latents"])
+    (tmp_path / "child.py").write_text(BARE_TF_CHILD)
+    bare = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    child = subprocess.run([sys.executable, "-I", "-S", str(tmp_path / "child.py"), sysconfig.get_paths()["purelib"],
+                            str(tmp_path / "saved"), str(tmp_path / "latents.npy"), str(tmp_path / "images.npy")],
+                           cwd=tmp_path, env=bare, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    served = np.load(tmp_path / "images.npy")
+    assert served.dtype == np.uint8
+    assert np.abs(served.astype(int) - _original_uint8(ref["Gs_images"]).astype(int)).max() <= 1
+
+
 class _Evil:
     """Unpickled unrestricted, this would create the file ``pwned`` in the current directory."""
 
