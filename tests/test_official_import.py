@@ -189,3 +189,25 @@ def test_bad_files_and_existing_directories_are_refused_and_leave_nothing(import
                          cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert out.returncode == 1 and "progan-import: error:" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_file_lod_becomes_the_schedule_position(tmp_path, monkeypatch):
+    """A snapshot written mid-training (G's lod 1.5: fading in 16x16 of a 32x32 network)."""
+    from progan_tf import official
+
+    real_read = official.read_network_pickle
+
+    def read_at_lod(path):
+        records = real_read(path)
+        for record in records:
+            record.variables["lod"] = np.float32(1.5)
+        return records
+
+    monkeypatch.setattr(official, "read_network_pickle", read_at_lod)
+    prefix = import_official(os.path.join(OFFICIAL, "rgb32-fused.pkl"), str(tmp_path / "mid"))
+    info = rundir.checkpoint_info(prefix)
+    assert (info.lod, info.resolution) == (1.5, 16)
+    with open(tmp_path / "mid" / rundir.CONFIG_FILE) as f:
+        sched = config_dict.ConfigDict(json.load(f)).sched
+    assert training_schedule(info.nimg, 5, sched).lod == pytest.approx(1.5)
+    assert os.path.basename(prefix) == f"ckpt-{info.nimg}"
