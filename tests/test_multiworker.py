@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from conftest import REPO
@@ -65,6 +66,7 @@ def test_two_workers_match_one_worker_and_only_the_chief_writes(tmp_path):
     assert_same_training(a, b)
 
 
+@pytest.mark.slow   # about a minute of two worker processes; `make test-slow` runs it
 def test_a_killed_worker_restarts_and_the_cluster_finishes_from_the_last_checkpoint(tmp_path):
     ports = free_ports(2)
     args = [f"--dataset_dir={DATASET}"] + FLAGS + ["--config.train.total_kimg=1000",
