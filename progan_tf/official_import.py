@@ -92,6 +92,7 @@ def import_official(path: str, run_dir: str, overwrite: bool = False) -> str:
     The directory is built beside ``run_dir`` and renamed into place, so a failure leaves nothing.
     """
     from progan_tf.official import build_networks, read_network_pickle   # TensorFlow: lazy, for --help
+    from progan_tf.training import write_network_configs
 
     if os.path.exists(run_dir) and not overwrite:
         raise ImportFailed(f"{run_dir} already exists (pass --overwrite to replace it)")
@@ -106,11 +107,7 @@ def import_official(path: str, run_dir: str, overwrite: bool = False) -> str:
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(run_dir)}.importing-", dir=parent)
     try:
         rundir.write_text(os.path.join(tmp, rundir.CONFIG_FILE), config.to_json_best_effort(indent=2))
-        rundir.write_json(os.path.join(tmp, rundir.NETWORKS_FILE), {
-            "G": {**G.get_config(), "dtype": "float32", "name": "G"}, "D": {**D.get_config(), "dtype": "float32",
-                                                                              "name": "D"},
-            "dataset": None, "precision": "float32", "resolution": G.resolution, "num_channels": G.num_channels,
-            "label_size": G.label_size})
+        write_network_configs(tmp, G, D, dataset=None, precision="float32")
         rundir.write_json(os.path.join(tmp, rundir.RUN_INFO_FILE), {
             "imported_from": os.path.abspath(path), "lod": lod, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
         prefix = _write_checkpoint(tmp, G, D, Gs, config, nimg, res, lod)

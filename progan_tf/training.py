@@ -114,6 +114,14 @@ def state_variables(**values) -> dict:
             for name, dtype, start in _STATE_VARIABLES}
 
 
+def write_network_configs(run_dir: str, G, D, dataset: Optional[str], precision: str) -> None:
+    """``networks.json``: what rebuilds G/Gs and D from a checkpoint without the dataset (float32)."""
+    rundir.write_json(os.path.join(run_dir, rundir.NETWORKS_FILE), {
+        "G": {**G.get_config(), "dtype": "float32"}, "D": {**D.get_config(), "dtype": "float32"},
+        "dataset": dataset, "precision": precision, "resolution": G.resolution, "num_channels": G.num_channels,
+        "label_size": G.label_size})
+
+
 def new_optimizers(config, G, D) -> tuple:
     """Fresh Adam optimizers for G and D (``config.G_opt`` / ``D_opt``), built over every stage's
     variables up front (docs/method.md#tensorflow): what a checkpoint holds."""
@@ -245,12 +253,7 @@ class Trainer:
         self.latent_size = self.G.latent_size
 
     def _write_network_configs(self):
-        """``networks.json``: what rebuilds G/Gs and D from a checkpoint without the dataset."""
-        content = {"G": {**self.G.get_config(), "dtype": "float32"}, "D": {**self.D.get_config(), "dtype": "float32"},
-                   "dataset": self.info.name, "precision": self.precision,
-                   "resolution": self.info.resolution, "num_channels": self.info.channels,
-                   "label_size": self.label_size}
-        rundir.write_json(os.path.join(self.write_dir, rundir.NETWORKS_FILE), content)
+        write_network_configs(self.write_dir, self.G, self.D, self.info.name, self.precision)
 
     def _build_checkpoint(self):
         self.checkpoint = training_checkpoint(self.G, self.D, self.Gs, self.G_adam, self.D_adam, self.state)
