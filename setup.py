@@ -25,7 +25,8 @@ setup(
         "imageio-ffmpeg>=0.5,<1",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3"],
+        "plot": ["matplotlib>=3.7,<4"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3,<3", "matplotlib>=3.7,<4"],
     },
     entry_points={
         "console_scripts": [
@@ -36,6 +37,7 @@ setup(
             "progan-export=progan_tf.export:run",
             "progan-generate=progan_tf.generate:run",
             "progan-import=progan_tf.official_import:run",
+            "progan-experiment=progan_tf.experiment:run",
         ],
     },
     license="Apache-2.0",

@@ -112,8 +112,15 @@ def keras_generate_fn(G, seed: int, label_pool: Optional[np.ndarray] = None) -> 
     def generate(num_images: int, batch_size: int):
         size = generation_batch_size(G.resolution, batch_size)
         for latents, labels in inputs.batches(num_images, size):
-            yield to_uint8(run(latents, labels))
+            n = len(latents)
+            if n < size and run is not G:   # a short last batch is padded: one trace per generator, not two
+                latents, labels = _pad_rows(latents, size), None if labels is None else _pad_rows(labels, size)
+            yield to_uint8(run(latents, labels)[:n])
     return generate
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    return np.pad(array, [(0, rows - len(array))] + [(0, 0)] * (array.ndim - 1))
 
 
 def saved_model_generate_fn(path: str, seed: int, dataset_dir: str):
