@@ -486,6 +486,28 @@ def test_display_grid_and_info(tmp_path, capsys):
     assert "ds-r03.tfrecords: corrupt record" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("how", ["length", "crc"])
+def test_verify_names_the_exact_record(tmp_path, capsys, how):
+    """A damaged record 4 of the 4x4 level, and record 5 of the top level: verify names the file
+    and that exact index (before, a wrong data length was "near index 0")."""
+    from run_fixtures import damage_record
+
+    _labelled_dataset(tmp_path, "ds", n=7)
+    start = damage_record(tmp_path / "ds" / "ds-r02.tfrecords", 4, how)
+    assert run_cli("info", tmp_path / "ds", "--verify") == 1
+    err = capsys.readouterr().err
+    assert re.search(r"ds-r02\.tfrecords: corrupt record 4\b", err), err
+    if how == "crc":
+        assert f"at byte {start} " in err, err
+    else:
+        assert "45 data bytes for shape [3, 4, 4]" in err, err
+    _labelled_dataset(tmp_path, "ds2", n=7)
+    damage_record(tmp_path / "ds2" / "ds2-r03.tfrecords", 5, how)
+    assert run_cli("info", tmp_path / "ds2", "--verify") == 1
+    err = capsys.readouterr().err
+    assert re.search(r"ds2-r03\.tfrecords: corrupt record 5\b", err) and len(err.strip().splitlines()) == 1, err
+
+
 # ------------------------------------------------------------------------------ sources
 
 def _write_cifar(root, batches, key="labels", classes=10):
