@@ -3,10 +3,10 @@
 A file written by the original's ``misc.save_pkl((G, D, Gs), path)`` holds three
 ``tfutil.Network`` objects. Unpickling it the usual way runs the network source code
 stored inside (the original's ``Network.__setstate__`` calls ``exec``). Here a
-restricted unpickler rebuilds each network as a plain :class:`NetworkRecord` and
-allows nothing but NumPy's array rebuilders, under both the NumPy 1 (``numpy.core``)
-and NumPy 2 (``numpy._core``) module names; any other global is refused by name, and
-the stored source is never executed.
+restricted unpickler (the project's one, ``progan_tf.safe_pickle``) rebuilds each network
+as a plain :class:`NetworkRecord` and allows nothing else but plain data and NumPy's array
+rebuilders, under both the NumPy 1 (``numpy.core``) and NumPy 2 (``numpy._core``) module
+names; any other global is refused by name, and the stored source is never executed.
 
 :func:`assign_network_weights` copies a record's variables into a
 :class:`~progan_tf.networks.Generator` or :class:`~progan_tf.networks.Discriminator`,
@@ -17,18 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import pickle
 from typing import Dict, Tuple
 
 import numpy as np
 
+from progan_tf import safe_pickle
 from progan_tf.layers import EqualizedConv2DDownscale, EqualizedUpscaleConv2D
 from progan_tf.networks import Discriminator, Generator
-
-try:                                         # NumPy 2
-    from numpy._core import multiarray as _multiarray, numeric as _numeric
-except ImportError:                          # NumPy 1
-    from numpy.core import multiarray as _multiarray, numeric as _numeric
 
 
 class OfficialFormatError(ValueError):
@@ -54,35 +49,21 @@ class NetworkRecord:
         self.variables = {str(k): np.asarray(v) for k, v in state["variables"]}
 
 
-def _numpy_globals() -> dict:
-    """NumPy's array, scalar and dtype rebuilders, under the names NumPy 1 and 2 pickle them with."""
-    allowed = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
-    for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = _multiarray._reconstruct
-        allowed[(f"{package}.multiarray", "scalar")] = _multiarray.scalar
-        allowed[(f"{package}.numeric", "_frombuffer")] = _numeric._frombuffer
-    return allowed
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only ``tfutil.Network`` (as a record) and NumPy's array rebuilders."""
+class _RestrictedUnpickler(safe_pickle.SafeUnpickler):
+    """The shared plain-data unpickler (``progan_tf.safe_pickle``), plus ``tfutil.Network`` as a record."""
 
     def __init__(self, file, path: str):
-        super().__init__(file)
+        super().__init__(file, extra={("tfutil", "Network"): NetworkRecord})
         self._path = path
-        self._allowed = {("tfutil", "Network"): NetworkRecord, **_numpy_globals()}
 
-    def find_class(self, module, name):
+    def refuse(self, module, name):
         if (module, name) == ("network", "Network"):
-            raise OfficialFormatError(
+            return OfficialFormatError(
                 f"{self._path}: a Theano-era network pickle (network.Network); only the TensorFlow "
                 f"code's files (tfutil.Network) are supported")
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise OfficialFormatError(
-                f"{self._path}: refusing to load {module}.{name}: an original ProGAN network file "
-                f"holds only tfutil.Network and NumPy arrays") from None
+        return OfficialFormatError(
+            f"{self._path}: refusing to load {module}.{name}: an original ProGAN network file "
+            f"holds only tfutil.Network, plain data and NumPy arrays")
 
 
 def read_network_pickle(path: str) -> Tuple[NetworkRecord, ...]:

@@ -344,9 +344,13 @@ class Trainer:
     def _stage_dataset(self, sched: Schedule, skip_images: int):
         """The stage's input stream: replica k gets ``x[k::R]`` (see ``datasets.reader.stage_input``)."""
         d = self.config.dataset
-        return data_lib.stage_input(self.info, sched.res, sched.minibatch, self.strategy, seed=self.config.seed,
-                                    shuffle_mb=d.shuffle_mb, skip_images=skip_images,
-                                    max_resume_skip=d.max_resume_skip, num_workers=self.num_workers, log=self.log)
+        try:
+            return data_lib.stage_input(self.info, sched.res, sched.minibatch, self.strategy, seed=self.config.seed,
+                                        shuffle_mb=d.shuffle_mb, skip_images=skip_images,
+                                        max_resume_skip=d.max_resume_skip, num_workers=self.num_workers,
+                                        log=self.log)
+        except data_lib.DatasetError as e:
+            raise TrainingError(self._dataset_error(str(e))) from None
 
     def _stage(self, sched: Schedule, current: Optional[_Stage]) -> _Stage:
         """The current stage's input and steps; a new input stream when the stage or its minibatch changes.
@@ -369,7 +373,10 @@ class Trainer:
     def _grid_inputs(self):
         gw, gh = self.config.train.grid_size
         n = int(gw) * int(gh)
-        reals, labels = next(data_lib.iterate_images(self.info, None, batch_size=n, max_images=n))
+        try:
+            reals, labels = next(data_lib.iterate_images(self.info, None, batch_size=n, max_images=n))
+        except data_lib.DatasetError as e:
+            raise TrainingError(self._dataset_error(str(e))) from None
         latents = np.random.RandomState(self.config.seed).randn(n, self.latent_size).astype(np.float32)
         labels = labels[:, :self.label_size] if self.label_size else None
         return reals, latents, labels
@@ -471,13 +478,27 @@ class Trainer:
         pending = []
         for _ in range(c.minibatch_repeats):
             for _ in range(c.D_repeats):
-                reals, labels = next(stage.input)
+                reals, labels = self._next_batch(stage)
                 d_stats = stage.d_step(reals, labels, alpha, self.iteration, ema_beta)
                 self.nimg.assign_add(sched.minibatch)
             g_stats = stage.g_step(alpha, self.iteration)
             self.iteration.assign_add(1)
             pending.append({**d_stats, **g_stats})
         return pending
+
+    def _next_batch(self, stage: _Stage):
+        """The stage's next global batch. Any error of the input pipeline (a damaged record met
+        mid-level, or in a level first read when its stage starts) stops training with a
+        TrainingError naming the file and record; the last checkpoint is left as it is."""
+        try:
+            return next(stage.input)
+        except tf.errors.OpError as e:
+            what = data_lib.describe_read_error(self.info, stage.key[0], e)
+            raise TrainingError(self._dataset_error(what)) from None
+
+    def _dataset_error(self, what: str) -> str:
+        return (f"cannot read the dataset: {what}. Last checkpoint: {self.manager.latest_checkpoint or 'none yet'}. "
+                f"Check every record with: progan-dataset info --verify {self.info.path}")
 
     def _end_tick(self, sched: Schedule, stats: TickStats, clock: _TickClock, done: bool,
                   stop_reason: Optional[str]) -> Optional[str]:

@@ -1,4 +1,5 @@
-"""Tiny trained runs shared by the export and generation tests (trained once per test session)."""
+"""Tiny trained runs shared by the export and generation tests (trained once per test session), and
+damaging one record of a dataset file (for the corrupt-record tests)."""
 import atexit
 import os
 import shutil
@@ -45,3 +46,32 @@ def tiny_run(conditional: bool) -> str:
             trainer.close()
         _RUNS[conditional] = run_dir
     return _RUNS[conditional]
+
+
+def damage_record(path, index: int, how: str) -> int:
+    """Damages record ``index`` of a TFRecord file in place; returns the record's start byte.
+
+    ``how="length"``: its ``data`` loses 3 bytes (rewritten with valid CRCs, so only the
+    data length no longer matches its ``shape``); ``how="crc"``: one payload byte is flipped
+    (the framing is intact, the payload's CRC fails).
+    """
+    import tensorflow as tf
+
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    start = sum(len(r) + 16 for r in records[:index])
+    if how == "length":
+        example = tf.train.Example.FromString(records[index])
+        data = example.features.feature["data"].bytes_list.value
+        data[0] = data[0][:-3]
+        records[index] = example.SerializeToString()
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for record in records:
+                writer.write(record)
+    elif how == "crc":
+        raw = bytearray(open(path, "rb").read())
+        raw[start + 12 + len(records[index]) // 2] ^= 0xFF
+        with open(path, "wb") as f:
+            f.write(bytes(raw))
+    else:
+        raise ValueError(how)
+    return start

@@ -189,6 +189,30 @@ def test_rejects_truncated_and_corrupt_records(tmp_path):
         read_all(path)
 
 
+@pytest.mark.parametrize("how", ["length", "crc"])
+def test_a_damaged_record_met_by_the_pipeline_is_named_by_file_and_index(tmp_path, how):
+    """make_dataset's error (DecodeRaw's or the CRC's, which name no file) becomes the shard and the
+    record's index in it, also when every shard has a record at the failing byte offset."""
+    from run_fixtures import damage_record
+
+    nchw, labels = indexed_images(8)
+    path = write_reference_dataset(tmp_path, "d", nchw, labels, shards=2)
+    damaged = os.path.join(path, "d-r03-00001-of-00002.tfrecords")
+    start = damage_record(damaged, 2, how)
+    info = reader.read_dataset_info(path)
+    with pytest.raises(tf.errors.OpError) as caught:
+        for _ in reader.make_dataset(info, 3, 4, shuffle_mb=1, seed=0, repeat=False):
+            pass
+    message = reader.describe_read_error(info, 3, caught.value)
+    assert message.startswith(f"dataset {path}, level r03 (8x8): d-r03-00001-of-00002.tfrecords: corrupt record 2")
+    if how == "crc":
+        assert f"corrupt record 2 at byte {start} " in message
+    else:
+        assert "189 data bytes for shape [3, 8, 8] (the level's images are [3, 8, 8], 192 bytes)" in message
+    with pytest.raises(reader.DatasetError, match=r"d-r03-00001-of-00002.tfrecords: corrupt record 2\b"):
+        read_all(path, 3)
+
+
 def test_rejects_wrong_shapes_names_and_shards(tmp_path):
     nchw, _ = indexed_images(3)
     path = write_reference_dataset(tmp_path / "a", "d", nchw)

@@ -486,6 +486,28 @@ def test_display_grid_and_info(tmp_path, capsys):
     assert "ds-r03.tfrecords: corrupt record" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("how", ["length", "crc"])
+def test_verify_names_the_exact_record(tmp_path, capsys, how):
+    """A damaged record 4 of the 4x4 level, and record 5 of the top level: verify names the file
+    and that exact index (before, a wrong data length was "near index 0")."""
+    from run_fixtures import damage_record
+
+    _labelled_dataset(tmp_path, "ds", n=7)
+    start = damage_record(tmp_path / "ds" / "ds-r02.tfrecords", 4, how)
+    assert run_cli("info", tmp_path / "ds", "--verify") == 1
+    err = capsys.readouterr().err
+    assert re.search(r"ds-r02\.tfrecords: corrupt record 4\b", err), err
+    if how == "crc":
+        assert f"at byte {start} " in err, err
+    else:
+        assert "45 data bytes for shape [3, 4, 4]" in err, err
+    _labelled_dataset(tmp_path, "ds2", n=7)
+    damage_record(tmp_path / "ds2" / "ds2-r03.tfrecords", 5, how)
+    assert run_cli("info", tmp_path / "ds2", "--verify") == 1
+    err = capsys.readouterr().err
+    assert re.search(r"ds2-r03\.tfrecords: corrupt record 5\b", err) and len(err.strip().splitlines()) == 1, err
+
+
 # ------------------------------------------------------------------------------ sources
 
 def _write_cifar(root, batches, key="labels", classes=10):
@@ -520,6 +542,61 @@ def test_cifar10_and_cifar100(tmp_path):
     gx, gy = read_nchw(tmp_path / "o100")
     np.testing.assert_array_equal(gx, x[perm(7)])
     np.testing.assert_array_equal(gy, np.eye(100, dtype=np.float32)[y[perm(7)]])
+
+
+class _CreatesFile:
+    """Unpickled with plain pickle.load, this creates the file ``path``."""
+
+    def __init__(self, path, how="open"):
+        self.path, self.how = str(path), how
+
+    def __reduce__(self):
+        if self.how == "system":
+            return (os.system, (f"touch {self.path}",))
+        return (open, (self.path, "w"))
+
+
+def test_a_doctored_cifar_pickle_is_refused_and_runs_nothing(tmp_path):
+    """A "CIFAR-10" batch whose __reduce__ would create a file: refused by name, the file never made."""
+    _write_cifar(tmp_path / "c10", [f"data_batch_{i}" for i in range(1, 6)])
+    x = np.zeros((7, 3072), np.uint8)
+    for how, refused in (("open", r"builtins\.open|io\.open"), ("system", r"(posix|os|nt)\.system")):
+        made = tmp_path / f"pwned-{how}"
+        with open(tmp_path / "c10" / "data_batch_3", "wb") as f:
+            pickle.dump({"data": x, "labels": [0] * 7, "evil": _CreatesFile(made, how)}, f)
+        with pytest.raises(ToolError, match=r"data_batch_3: refusing to load " + refused):
+            cifar_svhn.create_cifar10(str(tmp_path / "o"), str(tmp_path / "c10"), opts(), expected_images=0)
+        assert not made.exists() and not (tmp_path / "o").exists()
+    # The command line: one line naming the file, exit status 1, nothing created.
+    out = subprocess.run(TOOL + ["create_cifar10", str(tmp_path / "o"), str(tmp_path / "c10"),
+                                 "--expected_images=0"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert re.search(r"progan-dataset create_cifar10: error: \S*data_batch_3: refusing to load "
+                     r"(posix|os|nt)\.system", out.stderr), out.stderr[-2000:]
+    assert not (tmp_path / "pwned-system").exists() and not (tmp_path / "o").exists()
+
+
+def test_the_shared_unpickler_allows_plain_data_only(tmp_path):
+    from progan_tf import safe_pickle
+
+    plain = {"a": [1, 2.5, "x", b"y", None, True], "t": (1, {3}, frozenset([4])), "c": complex(1, 2),
+             "arr": np.arange(6, dtype=np.int16).reshape(2, 3), "s": np.float32(1.5), "o": np.array([1, "a"], object)}
+    for protocol in (0, 2, pickle.HIGHEST_PROTOCOL):
+        got = safe_pickle.loads(pickle.dumps(plain, protocol=protocol))
+        np.testing.assert_array_equal(got.pop("arr"), plain["arr"])
+        np.testing.assert_array_equal(got.pop("o"), plain["o"])
+        assert got == {k: v for k, v in plain.items() if k not in ("arr", "o")}
+    for how, refused in (("open", r"builtins\.open|io\.open"), ("system", r"(posix|os|nt)\.system")):
+        made = tmp_path / f"pwned-{how}"
+        with pytest.raises(safe_pickle.UnsafePickleError, match="refusing to load " + refused):
+            safe_pickle.loads(pickle.dumps([1, _CreatesFile(made, how)]))
+        assert not made.exists()
+    for name in ("eval", "exec", "getattr", "__import__", "compile"):
+        evil = f"cbuiltins\n{name}\n(S'1'\ntR.".encode()
+        with pytest.raises(safe_pickle.UnsafePickleError, match=f"builtins\\.{name}"):
+            safe_pickle.loads(evil)
+    with pytest.raises(safe_pickle.UnsafePickleError, match="encoding 'rot13'"):
+        safe_pickle.loads(b"c_codecs\nencode\n(S'x'\nS'rot13'\ntR.")
 
 
 def test_svhn_mat(tmp_path):

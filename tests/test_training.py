@@ -215,6 +215,57 @@ def test_a_tick_of_only_skipped_updates_stops_and_keeps_the_last_good_checkpoint
     assert all(np.isfinite(v).all() for v in checkpoint_values(good).values())
 
 
+def _fixture_copy(tmp_path):
+    import shutil
+
+    dataset = tmp_path / "fmnist100"
+    shutil.copytree(DATASET, dataset)
+    return dataset
+
+
+def test_a_corrupt_record_mid_level_stops_training_by_name_and_keeps_the_checkpoint(tmp_path):
+    """Record 4 of the 4x4 level (the reader checks only record 0) loses data bytes after a checkpoint;
+    the rest of the 4x4 stage meets it (a raw DecodeRaw error before) and stops with the file named."""
+    from run_fixtures import damage_record
+
+    dataset, run_dir = _fixture_copy(tmp_path), str(tmp_path / "run")
+    trainer = Trainer(tiny_config(**{"train.total_kimg": 0.05}), str(dataset), run_dir)
+    trainer.run()
+    assert trainer.manager.latest_checkpoint.endswith("ckpt-64")
+    damage_record(dataset / "fmnist100-r02.tfrecords", 4, "length")
+    trainer.config.train.total_kimg = 0.6          # the 4x4 stage goes on (to 0.2 kimg): a new input stream
+    with pytest.raises(TrainingError) as caught:
+        trainer.run()
+    trainer.close()
+    message = str(caught.value)
+    assert f"dataset {dataset}, level r02 (4x4): fmnist100-r02.tfrecords: corrupt record 4: 13 data bytes" in message
+    assert message.endswith(f"progan-dataset info --verify {dataset}") and "ckpt-64" in message
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints"))) == [
+        "checkpoint", "ckpt-64.data-00000-of-00001", "ckpt-64.index", "ckpt-64.json"]
+    assert load_snapshot(run_dir).nimg == 64
+
+
+def test_a_crc_error_in_a_later_level_stops_progan_train_in_one_line_and_keeps_the_checkpoint(tmp_path):
+    """A CRC error in the 8x8 file, first read when that stage starts (after a checkpoint at 4x4)."""
+    from run_fixtures import damage_record
+
+    dataset = _fixture_copy(tmp_path)
+    start = damage_record(dataset / "fmnist100-r03.tfrecords", 4, "crc")
+    out = progan_train([f"--dataset_dir={dataset}", f"--result_dir={tmp_path / 'runs'}"] + cli_flags(**{
+        "sched.lod_training_kimg": 0.05, "sched.tick_kimg_base": 0.05, "train.network_snapshot_ticks": 1}),
+        timeout=600)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("progan-train: error:")]
+    assert len(errors) == 1, out.stderr[-3000:]
+    assert (f"dataset {dataset}, level r03 (8x8): fmnist100-r03.tfrecords: corrupt record 4 at byte {start} "
+            in errors[0]) and errors[0].endswith(f"progan-dataset info --verify {dataset}"), errors[0]
+    run_dir = glob.glob(str(tmp_path / "runs" / "*"))[0]
+    assert load_snapshot(run_dir).checkpoint.endswith("ckpt-64")
+    assert sorted(glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.index"))) == [
+        os.path.join(run_dir, "checkpoints", "ckpt-64.index")]
+
+
 class _PoisonOneStep:
     """The configured loss, except that the D loss of the ``at``-th D step (counted inside the
     compiled step) is NaN, so that step's gradients are not finite."""

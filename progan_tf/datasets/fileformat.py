@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -103,8 +103,9 @@ def _record_length(header: bytes) -> int:
     return length
 
 
-def count_records(path: str) -> int:
-    """Counts TFRecord records by walking the length headers (no payload read).
+def _walk_records(path: str, stop_at: Optional[int] = None) -> Iterator[Tuple[int, int, int]]:
+    """``(index, start byte, payload length)`` of each record, from the length headers alone
+    (no payload read), up to the record starting at or after byte ``stop_at``.
 
     Raises DatasetError naming the file when a record is truncated.
     """
@@ -112,7 +113,7 @@ def count_records(path: str) -> int:
     count = 0
     pos = 0
     with open(path, "rb") as f:
-        while pos < size:
+        while pos < size and (stop_at is None or pos <= stop_at):
             header = f.read(_RECORD_HEADER_BYTES)
             if len(header) < _RECORD_HEADER_BYTES:
                 raise DatasetError(f"{path}: truncated record header at byte {pos}")
@@ -122,10 +123,41 @@ def count_records(path: str) -> int:
                 raise DatasetError(
                     f"{path}: truncated or corrupt record {count} at byte {pos} "
                     f"(claims {length} bytes, file has {size - pos - 16})")
+            yield count, pos, length
             f.seek(end)
             pos = end
             count += 1
-    return count
+
+
+def count_records(path: str) -> int:
+    """Counts TFRecord records by walking the length headers (no payload read).
+
+    Raises DatasetError naming the file when a record is truncated.
+    """
+    return sum(1 for _ in _walk_records(path))
+
+
+def record_containing(path: str, offset: int) -> Optional[Tuple[int, int, bytes]]:
+    """``(index, start byte, framed bytes)`` of the record whose framing (header, payload and footer,
+    CRCs included) holds byte ``offset``; None past the last record. For naming the record behind a
+    reader's "corrupted record at <offset>" (the offset of its header, or of its payload)."""
+    for index, pos, length in _walk_records(path, stop_at=offset):
+        end = pos + _RECORD_HEADER_BYTES + length + _RECORD_FOOTER_BYTES
+        if pos <= offset < end:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                return index, pos, f.read(end - pos)
+    return None
+
+
+def record_offset(path: str, index: int) -> int:
+    """The byte at which record ``index`` of a file starts (its end when there are fewer records)."""
+    pos = 0
+    for i, pos, length in _walk_records(path):
+        if i == index:
+            return pos
+        pos += _RECORD_HEADER_BYTES + length + _RECORD_FOOTER_BYTES
+    return pos
 
 
 def first_record_payload(path: str) -> Optional[bytes]:

@@ -2,12 +2,15 @@
 
 Public API: :class:`DatasetInfo`, :func:`read_dataset_info`, :func:`load_labels`,
 :func:`make_dataset`, :func:`iterate_images`, :func:`stage_input` (the trainer's input of one
-stage), and the training-side transforms :func:`to_float`, :func:`mirror`, :func:`fade_lod`.
+stage), :func:`describe_read_error` (the file and record behind a tf.data error), and the
+training-side transforms :func:`to_float`, :func:`mirror`, :func:`fade_lod`.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import tempfile
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -25,6 +28,7 @@ __all__ = [
     "make_dataset",
     "iterate_images",
     "stage_input",
+    "describe_read_error",
     "to_float",
     "mirror",
     "fade_lod",
@@ -218,12 +222,35 @@ def _resolve_level(info: DatasetInfo, res_log2: Optional[int]) -> int:
     return res_log2
 
 
-def _parse_batch(serialized, shape_chw):
-    """Parses a vector of serialized Examples to a uint8 NHWC batch."""
+# The marker of the pipeline's record check (see _parse_batch), found again in the error it raises.
+_BAD_RECORD = "progan_tf: bad dataset record"
+
+
+def _check_records(feats, shape_chw, index):
+    """An assertion that every record's ``data`` length and ``shape`` fit the level; when one does
+    not, its error names the record's global ``index``, data length and shape (read back by
+    describe_read_error)."""
+    lengths = tf.strings.length(feats[fileformat.DATA_KEY])
+    shapes = feats[fileformat.SHAPE_KEY]
+    ok = tf.logical_and(tf.equal(lengths, int(np.prod(shape_chw))),
+                        tf.reduce_all(tf.equal(shapes, tf.constant(shape_chw, tf.int64)), axis=1))
+    first = tf.argmin(tf.cast(ok, tf.int32))
+    return tf.debugging.Assert(tf.reduce_all(ok), [_BAD_RECORD, tf.gather(index, first), tf.gather(lengths, first),
+                                                   tf.gather(shapes, first)], summarize=3)
+
+
+def _parse_batch(serialized, shape_chw, index=None):
+    """Parses a vector of serialized Examples to a uint8 NHWC batch.
+
+    With ``index`` (the records' global indices), a record whose data length or shape does not
+    fit the level fails with an error naming it, instead of DecodeRaw's, which names none.
+    """
     feats = tf.io.parse_example(serialized, {
         fileformat.SHAPE_KEY: tf.io.FixedLenFeature([3], tf.int64),
         fileformat.DATA_KEY: tf.io.FixedLenFeature([], tf.string)})
-    data = tf.io.decode_raw(feats[fileformat.DATA_KEY], tf.uint8)
+    checks = [] if index is None else [_check_records(feats, shape_chw, index)]
+    with tf.control_dependencies(checks):
+        data = tf.io.decode_raw(feats[fileformat.DATA_KEY], tf.uint8)
     c, h, w = shape_chw
     if c == 1:                       # CHW and HWC are the same bytes
         return tf.reshape(data, [-1, h, w, 1])
@@ -282,9 +309,11 @@ def make_dataset(dataset_dir_or_info, res_log2: int, batch_size: int, *, shuffle
     (by file when there are at least as many files as pipelines, else by record)
     and batches are per replica.
 
-    The directory is validated first (see read_dataset_info); a CRC error inside
-    a record only shows up while reading, as TF's DataLossError, which does not
-    name the file: ``progan-dataset info --verify`` finds it.
+    The directory is validated first (see read_dataset_info), which reads only the
+    first record of each level; a damaged record further on shows up while reading, as
+    an InvalidArgumentError naming its index (a data length or shape that does not fit
+    the level) or TF's DataLossError (a CRC error, naming a byte offset).
+    :func:`describe_read_error` turns either into the file and record.
     """
     info = read_dataset_info(dataset_dir_or_info)
     res_log2 = _resolve_level(info, res_log2)
@@ -310,7 +339,7 @@ def make_dataset(dataset_dir_or_info, res_log2: int, batch_size: int, *, shuffle
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
     def parse(serialized, idx):
-        return _parse_batch(serialized, shape_chw), tf.gather(labels, idx)
+        return _parse_batch(serialized, shape_chw, idx), tf.gather(labels, idx)
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if prefetch:
@@ -377,10 +406,135 @@ def _worker_input(info: DatasetInfo, res_log2: int, minibatch: int,
     return iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
+# --- naming a damaged record ---------------------------------------------------------------
+# tf.data's errors name no file: DecodeRaw's names a position in a (shuffled) batch, the
+# reader's CRC error a byte offset. These turn them into the file and the record's index in it.
+
+_BAD_RECORD_RE = re.compile(re.escape(_BAD_RECORD) + r"\] \[(\d+)\] \[(-?\d+)\] \[([-\d ]*)\]")
+_RECORD_AT_RE = re.compile(r"(?:corrupted|truncated) record at (\d+)")
+
+
+def _tf_message(error: Exception) -> str:
+    """The first line of a TensorFlow error, without its function, iterator and op decorations."""
+    lines = str(getattr(error, "message", None) or error).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"^Error in user-defined function passed to .*? transformation with iterator: \S+: ", "", text)
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text)
+    return text.strip() or type(error).__name__
+
+
+def _mismatch(length: int, shape, shape_chw) -> str:
+    return (f"{length} data bytes for shape {list(shape)} (the level's images are {list(shape_chw)}, "
+            f"{int(np.prod(shape_chw))} bytes)")
+
+
+def _record_problem(payload: bytes, shape_chw) -> Optional[str]:
+    """Why one serialized record is not an image of a level of ``shape_chw`` (None if it is one)."""
+    try:
+        feature = tf.train.Example.FromString(payload).features.feature
+    except Exception as e:  # noqa: BLE001  (protobuf's DecodeError and friends)
+        return f"not a tf.train.Example ({e})"
+    shape = list(feature[fileformat.SHAPE_KEY].int64_list.value)
+    data = feature[fileformat.DATA_KEY].bytes_list.value
+    if len(data) != 1:
+        return f"{len(data)} 'data' values (expected one)"
+    if shape != list(shape_chw) or len(data[0]) != int(np.prod(shape_chw)):
+        return _mismatch(len(data[0]), shape, shape_chw)
+    return None
+
+
+def _first_bad_record(serialized, shape_chw, first_index: int, error: Exception) -> str:
+    """``corrupt record <index>: <why>`` for the first bad record of a batch that failed to parse."""
+    for j, payload in enumerate(serialized):
+        problem = _record_problem(payload, shape_chw)
+        if problem:
+            return f"corrupt record {first_index + j}: {problem}"
+    return (f"corrupt record among {first_index}..{first_index + len(serialized) - 1} "
+            f"({_tf_message(error)})")
+
+
+def _readable_records(path: str) -> int:
+    """How many records of a file read back before the first unreadable one (its index)."""
+    count = 0
+    try:
+        for _ in tf.data.TFRecordDataset(path):
+            count += 1
+    except tf.errors.DataLossError:
+        pass
+    return count
+
+
+def _record_is_intact(framed: bytes) -> bool:
+    """Whether one framed record (header, payload, footer) passes TensorFlow's own CRC checks."""
+    with tempfile.TemporaryDirectory(prefix="progan-record-") as tmp:
+        path = os.path.join(tmp, "record.tfrecords")
+        with open(path, "wb") as f:
+            f.write(framed)
+        return _readable_records(path) == 1
+
+
+def _records_at_offset(files: List[str], offset: int) -> List[Tuple[str, Optional[int], Optional[int]]]:
+    """``(file, index, start byte)`` of the level's records that hold byte ``offset`` and so could be
+    the one a reader's "corrupted record at <offset>" means: of several (shards), those whose CRCs fail."""
+    found = []
+    for path in files:
+        try:
+            at = fileformat.record_containing(path, offset)
+        except (DatasetError, OSError):     # a file truncated or gone since the scan: a candidate too
+            found.append((path, None, None, b""))
+            continue
+        if at is not None:
+            found.append((path, *at))
+    if len(found) > 1:
+        damaged = [f for f in found if f[1] is None or not _record_is_intact(f[3])]
+        found = damaged or found
+    return [f[:3] for f in found]
+
+
+def _global_to_file_index(info: DatasetInfo, res_log2: int, index: int) -> Tuple[str, int]:
+    """The file of a level and the index in it of the level's record ``index`` (in file order)."""
+    files = info.files[res_log2]
+    counts = info.file_counts.get(res_log2) or [fileformat.count_records(p) for p in files]
+    for path, count in zip(files, counts):
+        if index < count:
+            return path, index
+        index -= count
+    return files[-1], index + counts[-1]
+
+
+def describe_read_error(info: DatasetInfo, res_log2: int, error: Exception) -> str:
+    """What a tf.data error met while reading level ``res_log2`` (of :func:`make_dataset`) means,
+    naming the dataset, the level file and, where the error tells, the record and its offset."""
+    files = info.files[res_log2]
+    text = _tf_message(error)
+    level = f"dataset {info.path}, level r{res_log2:02d} ({2 ** res_log2}x{2 ** res_log2})"
+    bad = _BAD_RECORD_RE.search(text)
+    if bad:
+        path, index = _global_to_file_index(info, res_log2, int(bad.group(1)))
+        shape_chw = (info.channels, 2 ** res_log2, 2 ** res_log2)
+        problem = _mismatch(int(bad.group(2)), [int(v) for v in bad.group(3).split()], shape_chw)
+        return f"{level}: {os.path.basename(path)}: corrupt record {index}: {problem}"
+    at = _RECORD_AT_RE.search(text)
+    if at:
+        offset = int(at.group(1))
+        found = _records_at_offset(files, offset)
+        if len(found) == 1 and found[0][1] is not None:
+            path, index, start = found[0]
+            return f"{level}: {os.path.basename(path)}: corrupt record {index} at byte {start} ({text})"
+        names = ", ".join(os.path.basename(f[0]) for f in found) or ", ".join(os.path.basename(p) for p in files)
+        return f"{level}: {names}: a record at byte {offset} is damaged ({text})"
+    names = ", ".join(os.path.basename(p) for p in files)
+    return f"{level}: {names}: {type(error).__name__}: {text}"
+
+
 # --- in-order NumPy reading --------------------------------------------------------------
 
 def _iterate_file_batches(info: DatasetInfo, res_log2: int, batch_size: int, limit: int):
-    """Yields uint8 NHWC batches file by file (a batch never spans two files)."""
+    """Yields uint8 NHWC batches file by file (a batch never spans two files).
+
+    A damaged record raises DatasetError naming its file and its exact index in the file.
+    """
     resolution = 2 ** res_log2
     shape_chw = (info.channels, resolution, resolution)
     done = 0
@@ -388,18 +542,22 @@ def _iterate_file_batches(info: DatasetInfo, res_log2: int, batch_size: int, lim
         if done >= limit:
             return
         ds = tf.data.TFRecordDataset(path).take(limit - done).batch(batch_size)
+        in_file = 0
         try:
             for serialized in ds:
                 try:
-                    images = _parse_batch(serialized, shape_chw).numpy()
+                    # With indices, a wrong data length that happens to fill whole images still fails.
+                    images = _parse_batch(serialized, shape_chw, tf.range(tf.size(serialized))).numpy()
                 except tf.errors.InvalidArgumentError as e:
-                    raise DatasetError(
-                        f"{path}: corrupt record near index {done} ({e.message.splitlines()[0]})"
-                    ) from e
+                    raise DatasetError(f"{path}: {_first_bad_record(serialized.numpy(), shape_chw, in_file, e)}"
+                                       ) from None
                 done += images.shape[0]
+                in_file += images.shape[0]
                 yield images
         except tf.errors.DataLossError as e:
-            raise DatasetError(f"{path}: corrupt record ({e.message.splitlines()[0]})") from e
+            index = _readable_records(path)
+            raise DatasetError(f"{path}: corrupt record {index} at byte {fileformat.record_offset(path, index)} "
+                               f"({_tf_message(e)})") from None
 
 
 def iterate_images(dataset_dir_or_info, res_log2: Optional[int] = None, batch_size: int = 256,

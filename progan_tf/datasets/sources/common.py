@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import pickle
 from typing import Optional
 
 import numpy as np
 import PIL.Image
 
+from progan_tf import safe_pickle
 from progan_tf.datasets import fileformat
 from progan_tf.datasets.errors import ToolError
 
@@ -38,12 +38,15 @@ def check_count(n: int, expected: int, standard: int, what: str):
 
 
 def unpickle(path: str):
+    """The plain data in a user-supplied pickle (CIFAR, SVHN), read with the restricted unpickler:
+    a file naming anything else (a doctored "dataset" that would run code) is refused, nothing run."""
     require_file(path)
     try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except Exception as e:
-        raise ToolError(f"cannot read {path}: {e}") from e
+        return safe_pickle.load(path, encoding="latin1")
+    except safe_pickle.UnsafePickleError as e:
+        raise ToolError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (a truncated or foreign file: name it, no traceback)
+        raise ToolError(f"cannot read {path}: {e}") from None
 
 
 def pil_to_array(img: PIL.Image.Image, channels: int = 0) -> np.ndarray:
