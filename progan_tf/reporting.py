@@ -38,12 +38,15 @@ class RunLog:
                 self._write(message)
             self._held = []
 
-    def __call__(self, message: str):
-        logging.info(message)
+    def __call__(self, message: str, level: int = logging.INFO):
+        logging.log(level, message)
         if self._file is None:
             self._held.append(message)
         else:
             self._write(message)
+
+    def warning(self, message: str):
+        self(message, logging.WARNING)
 
     def _write(self, message: str):
         self._file.write(message + "\n")

@@ -129,10 +129,21 @@ def checkpoint_nimg(prefix: str) -> Optional[int]:
 
 def list_checkpoints(run_dir: str) -> List[str]:
     """Every ``checkpoints/ckpt-<n>`` prefix of a run, oldest (fewest images shown) first."""
-    directory = checkpoint_dir(run_dir)
+    return _checkpoints_in(checkpoint_dir(run_dir))
+
+
+def _checkpoints_in(directory: str) -> List[str]:
     names = os.listdir(directory) if os.path.isdir(directory) else []
     prefixes = [os.path.join(directory, n[:-len(".index")]) for n in names if n.endswith(".index")]
     return sorted((p for p in prefixes if checkpoint_nimg(p) is not None), key=checkpoint_nimg)
+
+
+def older_checkpoints(prefix: str) -> List[str]:
+    """The ``ckpt-<n>`` beside ``prefix`` with fewer images shown, newest first (what to fall back to)."""
+    nimg = checkpoint_nimg(prefix)
+    if nimg is None:
+        return []
+    return [p for p in reversed(_checkpoints_in(os.path.dirname(prefix))) if checkpoint_nimg(p) < nimg]
 
 
 def latest_checkpoint(directory: str) -> Optional[str]:
@@ -171,6 +182,7 @@ class Resolved:
     """A checkpoint and the run directory it belongs to."""
     checkpoint: str   # the prefix (``.../checkpoints/ckpt-<n>``)
     run_dir: str
+    latest: bool = False   # chosen as a directory's latest (not named by the user): an older one may stand in
 
 
 def resolve_checkpoint(path: str, name: Optional[str] = None) -> Resolved:
@@ -195,7 +207,7 @@ def resolve_checkpoint(path: str, name: Optional[str] = None) -> Resolved:
         prefix = latest_checkpoint(directory)
         if prefix is None:
             raise RunDirError(f"{path}: no checkpoint in {directory}")
-        return Resolved(prefix, run_dir)
+        return Resolved(prefix, run_dir, latest=True)
     prefix = os.path.join(directory, name if name.startswith(CHECKPOINT_NAME + "-") else f"{CHECKPOINT_NAME}-{name}")
     if not checkpoint_exists(prefix):
         known = ", ".join(os.path.basename(p) for p in list_checkpoints(run_dir)) or "none"

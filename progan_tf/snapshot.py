@@ -13,12 +13,16 @@ from typing import Optional
 
 import tensorflow as tf
 
-from progan_tf import rundir
+from progan_tf import checkpoints, rundir
 from progan_tf.networks import Discriminator, Generator
 
 
 class SnapshotError(ValueError):
     """A run directory or checkpoint that cannot be loaded; the message names it."""
+
+
+class DamagedSnapshotError(SnapshotError):
+    """The checkpoint's files are damaged or unreadable (not: written for other networks)."""
 
 
 @dataclasses.dataclass
@@ -46,8 +50,17 @@ def resolve_checkpoint(path: str) -> tuple[str, str]:
 
 
 def load_snapshot(path: str, with_discriminator: bool = False) -> Snapshot:
-    """Rebuilds G, Gs (and D) of a run and restores a checkpoint's weights into them."""
-    prefix, run_dir = resolve_checkpoint(path)
+    """Rebuilds G, Gs (and D) of a run and restores a checkpoint's weights into them.
+
+    For a run directory, a damaged latest checkpoint is reported (absl warning) and the newest
+    older one that restores is used; a damaged checkpoint named by its prefix is an error
+    (see progan_tf.checkpoints).
+    """
+    try:
+        resolved = rundir.resolve_checkpoint(path)
+    except rundir.RunDirError as e:
+        raise SnapshotError(str(e)) from None
+    run_dir = resolved.run_dir
     networks_path = os.path.join(run_dir, rundir.NETWORKS_FILE)
     try:
         networks = rundir.read_json(networks_path)
@@ -59,8 +72,11 @@ def load_snapshot(path: str, with_discriminator: bool = False) -> Snapshot:
     nimg = tf.Variable(0, dtype=tf.int64)
     objects = dict(G=G, Gs=Gs, nimg=nimg, **({"D": D} if D is not None else {}))
     try:
-        tf.train.Checkpoint(**objects).read(prefix).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, AssertionError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SnapshotError(f"cannot restore {prefix} into the networks of {networks_path}: {first}") from None
-    return Snapshot(Gs=Gs, G=G, D=D, checkpoint=prefix, run_dir=run_dir, nimg=int(nimg.numpy()), networks=networks)
+        restored = checkpoints.restore_resolved(tf.train.Checkpoint(**objects), resolved, partial=True,
+                                                into=f"the networks of {networks_path}")
+    except checkpoints.DamagedCheckpoint as e:
+        raise DamagedSnapshotError(str(e)) from None
+    except checkpoints.CheckpointError as e:
+        raise SnapshotError(str(e)) from None
+    return Snapshot(Gs=Gs, G=G, D=D, checkpoint=restored.checkpoint, run_dir=run_dir, nimg=int(nimg.numpy()),
+                    networks=networks)

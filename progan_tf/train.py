@@ -36,6 +36,9 @@ flags.DEFINE_string("dataset_dir", None, "TFRecord pyramid directory (made by pr
 flags.DEFINE_string("result_dir", "results", "Directory that holds the run directories.", **_d)
 flags.DEFINE_string("resume", None, "Run directory (its latest checkpoint) or checkpoint prefix to continue from.",
                     **_d)
+flags.DEFINE_bool("strict_resume", False, "With --resume of a run directory: stop with an error when its latest "
+                  "checkpoint is damaged, instead of warning and resuming from the newest older one that restores.",
+                  **_d)
 flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multiworker"],
                   "tf.distribute strategy: 'auto' is MultiWorkerMirroredStrategy when TF_CONFIG names several "
                   "workers, MirroredStrategy over all GPUs when there are several (or over the --num_cpu_devices "
@@ -164,7 +167,8 @@ def main(argv):
                  f" ({num_workers} workers; this one is {'the chief' if is_chief else 'not the chief'})")
 
     try:
-        trainer = Trainer(config, dataset_dir, run_dir, strategy, resume_from=FLAGS.resume)
+        trainer = Trainer(config, dataset_dir, run_dir, strategy, resume_from=FLAGS.resume,
+                          strict_resume=FLAGS.strict_resume)
     except TrainingError as e:
         raise app.UsageError(str(e)) from None
     try:

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from progan_tf import checkpoints
 from progan_tf import images as images_lib
 from progan_tf import rundir
 from progan_tf.config import complete_saved_config
@@ -182,7 +183,7 @@ class Trainer:
     """Trains one ProGAN run. ``run()`` executes the loop until ``train.total_kimg``."""
 
     def __init__(self, config, dataset_dir: str, run_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
-                 resume_from: Optional[str] = None):
+                 resume_from: Optional[str] = None, strict_resume: bool = False):
         self.config = complete_saved_config(config)
         self.dataset_dir, self.run_dir = dataset_dir, run_dir
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -205,7 +206,8 @@ class Trainer:
         self.label_size = int(self.labels.shape[1])
         self._build_models()
         self._build_checkpoint()
-        self.restored_from = self._restore(resume_from) if resume_from else None
+        self._damaged_checkpoints = ()   # newer checkpoints a resume skipped (forgotten when the run opens)
+        self.restored_from = self._restore(resume_from, strict_resume) if resume_from else None
         self.steps = TrainingSteps(
             StepModels(self.G, self.D, self.Gs, self.G_opt, self.D_opt), self.loss, self.strategy,
             seed=self.config.seed, labels=self.labels, mirror_augment=self.config.train.mirror_augment,
@@ -257,30 +259,47 @@ class Trainer:
 
     def _build_checkpoint(self):
         self.checkpoint = training_checkpoint(self.G, self.D, self.Gs, self.G_adam, self.D_adam, self.state)
+        self._build_manager()
+
+    def _build_manager(self):
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, rundir.checkpoint_dir(self.write_dir), checkpoint_name=rundir.CHECKPOINT_NAME,
             max_to_keep=max(1, int(self.config.train.keep_checkpoints)))
 
-    def _restore(self, path: str) -> str:
-        """Restores from a run directory (its latest checkpoint) or a checkpoint prefix."""
+    def _restore(self, path: str, strict: bool = False) -> str:
+        """Restores from a run directory (its latest checkpoint) or a checkpoint prefix.
+
+        A damaged latest checkpoint of a run directory is reported and the newest older one that
+        restores is used (``strict``: an error instead); a damaged prefix named by the user is an
+        error. See progan_tf.checkpoints.
+        """
         try:
-            prefix = rundir.resolve_checkpoint(path).checkpoint
+            resolved = rundir.resolve_checkpoint(path)
         except rundir.RunDirError as e:
             raise TrainingError(f"--resume: {e}") from None
         try:
-            self.checkpoint.read(prefix).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrainingError(f"cannot restore checkpoint {prefix}: {first} (is it from another "
-                                f"config or dataset?)") from None
-        self.log(f"Resumed from {prefix} at kimg {int(self.nimg.numpy()) / 1000:.1f}")
-        return prefix
+            restored = checkpoints.restore_resolved(self.checkpoint, resolved, into="the networks of this config",
+                                                    fallback=not strict, warn=self.log.warning)
+        except checkpoints.DamagedCheckpoint as e:
+            older = checkpoints.older_names(e.prefix) if strict and resolved.latest else None
+            hint = f"; --strict_resume: not falling back to an older checkpoint ({older})" if older else ""
+            raise TrainingError(f"--resume: {e}{hint}") from None
+        except checkpoints.CheckpointError as e:
+            raise TrainingError(f"--resume: {e}") from None
+        self._damaged_checkpoints = restored.damaged
+        self.log(f"Resumed from {restored.checkpoint} at kimg {int(self.nimg.numpy()) / 1000:.1f}")
+        return restored.checkpoint
 
     def _open_run_directory(self):
         """Everything a run writes besides checkpoints: log.txt, networks.json, TensorBoard, reals.png,
         and the periodic metrics (their feature extractors are built here, before the first step)."""
         os.makedirs(self.write_dir, exist_ok=True)
         self.log.open()
+        if self._damaged_checkpoints and self.is_chief:
+            # The manager read the state file naming the damaged checkpoint as the latest: forget it.
+            checkpoints.forget_checkpoints(self.manager.directory, self.restored_from)
+            self._build_manager()
+            self._damaged_checkpoints = ()
         self._write_network_configs()
         self._summary_writer = (tf.summary.create_file_writer(self.run_dir) if self.is_chief
                                 else tf.summary.create_noop_writer())

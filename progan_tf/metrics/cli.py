@@ -6,7 +6,8 @@ Generators::
     progan-metrics --metrics=swd results/00001-fmnist/checkpoints/ckpt-400000     # one checkpoint
     progan-metrics --metrics=swd --dataset_dir=datasets/fmnist exported/fmnist    # a SavedModel
 
-A run directory evaluates every ``checkpoints/ckpt-<nimg>`` oldest first; the
+A run directory evaluates every ``checkpoints/ckpt-<nimg>`` oldest first (a
+damaged one is skipped with a warning naming it); the
 dataset defaults to the run's ``run.json`` (``--dataset_dir`` overrides it).
 Each evaluation appends a line to ``metric-<name>.txt`` in the run directory
 (or `--output_dir`) and writes TensorBoard scalars ``Metrics/<key>`` at step =

@@ -26,6 +26,10 @@ class TargetError(ValueError):
     """A run directory, checkpoint or SavedModel that cannot be evaluated; the message names it."""
 
 
+class DamagedTargetError(TargetError):
+    """A checkpoint whose files are damaged or unreadable (a run's other checkpoints may still load)."""
+
+
 def generation_batch_size(resolution: int, batch_size: int) -> int:
     """The original's ``clip(8192 // resolution, 4, 256)``, capped at `batch_size`: bounds generator memory."""
     return max(1, min(int(batch_size), int(np.clip(8192 // max(1, resolution), 4, 256))))
@@ -239,10 +243,12 @@ def load_target(target: Target, seed: int, dataset_dir: str, resolution: Optiona
     if target.kind == "saved_model":
         spec, generate = saved_model_generate_fn(target.path, seed, dataset_dir)
     else:
-        from progan_tf.snapshot import SnapshotError, load_snapshot
+        from progan_tf.snapshot import DamagedSnapshotError, SnapshotError, load_snapshot
 
         try:
             snap = load_snapshot(target.path)
+        except DamagedSnapshotError as e:
+            raise DamagedTargetError(str(e)) from None
         except SnapshotError as e:
             raise TargetError(str(e)) from None
         if target.nimg is None:  # a prefix not named ckpt-<nimg>: the checkpoint knows

@@ -105,15 +105,23 @@ def evaluate_targets(targets: List[generators.Target], evaluator: evaluate.Evalu
     """Evaluates checkpoints / SavedModels in the given order, logging each as soon as it is done.
 
     `on_result(target, result, seconds)` is called after each (the CLI prints a row).
-    Returns the results of the targets evaluated (a checkpoint deleted meanwhile is skipped).
+    Returns the results of the targets evaluated (a checkpoint deleted meanwhile is skipped, and
+    so, with a warning naming it, is a damaged one among several; `TargetError` if all are).
     """
-    results = []
+    results, damaged = [], []
     for target in targets:
         if target.kind == "checkpoint" and not os.path.exists(target.path + ".index"):
             # A run still training deletes old checkpoints (train.keep_checkpoints) while we work.
             logging.warning("%s was deleted since the run directory was listed; skipping it", target.path)
             continue
-        _, generate = generators.load_target(target, evaluator.seed, dataset_dir, resolution)
+        try:
+            _, generate = generators.load_target(target, evaluator.seed, dataset_dir, resolution)
+        except generators.DamagedTargetError as e:
+            if len(targets) == 1:
+                raise
+            logging.warning("%s; skipping it", e)
+            damaged.append(target.name)
+            continue
         by_metric, seconds = evaluate_generate_fn(evaluator, reference, generate, target.name)
         result = evaluate.flatten_results(by_metric)
         logging.info("%s: %s (%.1f s)", target.name, result, seconds)
@@ -122,6 +130,8 @@ def evaluate_targets(targets: List[generators.Target], evaluator: evaluate.Evalu
         if on_result is not None:
             on_result(target, result, seconds)
         results.append(result)
+    if damaged and not results:
+        raise generators.TargetError(f"no checkpoint restores; damaged or unreadable: {', '.join(damaged)}")
     return results
 
 
