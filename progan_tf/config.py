@@ -144,6 +144,10 @@ ABLATIONS = {
 }
 
 
+class UnknownAblationError(ValueError):
+    """An ablation name that is not one of ``ABLATIONS`` (progan-train reports it in one line)."""
+
+
 def apply_ablations(config: ml_collections.ConfigDict, spec: str | None) -> ml_collections.ConfigDict:
     """Applies comma-separated ablations (``configs/x.py:no_ema,lsgan``); see ``ABLATIONS``."""
     for name in filter(None, (spec or "").split(",")):
@@ -164,6 +168,6 @@ def apply_ablations(config: ml_collections.ConfigDict, spec: str | None) -> ml_c
         elif name in ("logistic_r1", "lsgan"):
             config.loss.name = name
         else:
-            raise ValueError(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
+            raise UnknownAblationError(f"unknown ablation {name!r}; choose from {', '.join(ABLATIONS)}")
         config.desc += f"-{name.replace('_', '')}"
     return config

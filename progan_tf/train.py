@@ -3,6 +3,7 @@
     progan-train --config=configs/fashion_mnist_cpu.py --dataset_dir=datasets/fashion-mnist \\
         --result_dir=results [--config.train.total_kimg=300 ...]
     progan-train --resume=results/00000-fashion-mnist-cpu      # continue a run where it stopped
+    progan-train --resume=results/00000-fashion-mnist-cpu --config.train.total_kimg=600   # ... and go further
 
 Each run writes ``<result_dir>/NNNNN-<desc>/``: ``config.json``, ``log.txt``
 (one line per tick), ``reals.png``, ``fakesKKKKKK.png`` per tick, TensorBoard
@@ -12,17 +13,22 @@ the end). SIGINT/SIGTERM write a checkpoint before exiting.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_dict, config_flags
 
 from progan_tf import rundir, toolflags
+from progan_tf.config import UnknownAblationError, complete_saved_config
 
 # TensorFlow, the data pipeline and the trainer are imported in main() and make_strategy(), not here:
 # importing them takes seconds, and `progan-train --help` should answer at once.
@@ -31,7 +37,8 @@ FLAGS = flags.FlagValues()   # own flags, as the other tools: importing this nex
 _d = dict(flag_values=FLAGS)
 config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/<preset>.py); fields can be overridden with --config.<group>.<field>=... "
-    "Optional with --resume (the run's own config.json is used).", lock_config=True, **_d)
+    "Optional with --resume (the run's own config.json is used, and the overrides apply to it).",
+    lock_config=True, **_d)
 flags.DEFINE_string("dataset_dir", None, "TFRecord pyramid directory (made by progan-dataset).", **_d)
 flags.DEFINE_string("result_dir", "results", "Directory that holds the run directories.", **_d)
 flags.DEFINE_string("resume", None, "Run directory (its latest checkpoint) or checkpoint prefix to continue from.",
@@ -49,14 +56,103 @@ flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into this many logical
                      "MirroredStrategy without GPUs).", **_d)
 flags.DEFINE_bool("deterministic", False, "Enable TensorFlow op determinism (bit-reproducible runs, slower).", **_d)
 
-def load_run_config(run_dir: str) -> config_dict.ConfigDict:
-    path = os.path.join(run_dir, rundir.CONFIG_FILE)
+
+# --- the --config file, loaded while the flags are parsed (before TensorFlow is imported) ----------
+
+class ConfigFileError(Exception):
+    """A --config file that cannot be used; the one-line message names the file.
+
+    Not a ValueError, so absl does not fold it into a flag error: `_parse_flags` prints it.
+    """
+
+
+def _where(error: BaseException, path: str) -> str:
+    """`` (line N)``: the line of ``path`` that the traceback of ``error`` last passed through."""
+    target = os.path.abspath(path)
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == target]
+    return f" (line {lines[-1]})" if lines else ""
+
+
+def _load_config_module(path: str):
+    if not os.path.exists(path):
+        raise ConfigFileError(f"no such file: {path}")
+    if not os.path.isfile(path):
+        raise ConfigFileError(f"not a file: {path}")
+    loader = importlib.machinery.SourceFileLoader("progan_train_config", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     try:
-        config = config_dict.ConfigDict(rundir.read_json(path))
+        loader.exec_module(module)
+    except SyntaxError as e:   # in the file itself, or in a module it imports (e.filename says which)
+        raise ConfigFileError(f"syntax error in {e.filename or path} line {e.lineno}: {e.msg}") from None
+    except OSError as e:
+        raise ConfigFileError(f"cannot read {path}: {e}") from None
+    except Exception as e:
+        raise ConfigFileError(f"{path}: loading it raised {type(e).__name__}: {e}{_where(e, path)}") from None
+    return module
+
+
+def load_config_file(spec: str) -> config_dict.ConfigDict:
+    """``--config``: ``file.py`` or ``file.py:<argument to get_config>`` (ml_collections' syntax), or a
+    run's ``config.json``. Every problem is a ConfigFileError naming the file."""
+    path, *args = spec.split(":", 1)
+    if path.endswith(".json"):
+        return read_run_config(path)
+    get_config = getattr(_load_config_module(path), "get_config", None)
+    if not callable(get_config):
+        raise ConfigFileError(f"{path} defines no get_config()")
+    try:
+        config = get_config(*args)
+    except UnknownAblationError as e:
+        raise ConfigFileError(f"{spec}: {e}") from None
+    except Exception as e:
+        call = f"get_config({args[0]!r})" if args else "get_config()"
+        raise ConfigFileError(f"{path}: {call} raised {type(e).__name__}: {e}{_where(e, path)}") from None
+    if not isinstance(config, config_dict.ConfigDict):
+        raise ConfigFileError(f"{path}: get_config() returned {type(config).__name__}, not a ConfigDict")
+    return config
+
+
+def _tuples(value):
+    """JSON's lists back to the tuples the presets use (so overrides parse as they do with --config)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def read_run_config(path: str) -> config_dict.ConfigDict:
+    """A run's ``config.json``, in today's layout (config.complete_saved_config), locked."""
+    try:
+        config = config_dict.ConfigDict(_tuples(rundir.read_json(path)))
     except (OSError, ValueError) as e:
-        raise app.UsageError(f"--resume: cannot read the run's config {path}: {e}") from None
+        raise ConfigFileError(f"cannot read the run's config {path}: {e}") from None
+    complete_saved_config(config)
     config.lock()
     return config
+
+
+class _ConfigFileParser(flags.ArgumentParser):
+    """In place of ml_collections' --config parser (which lets a syntax error through as a traceback
+    and defers a missing file's error until the config is first used): `load_config_file`."""
+
+    def parse(self, argument):
+        config = load_config_file(argument)
+        config.lock()
+        return config
+
+    def flag_type(self):
+        return "config object"
+
+
+FLAGS["config"].parser = _ConfigFileParser()
+
+
+def load_run_config(run_dir: str) -> config_dict.ConfigDict:
+    try:
+        return read_run_config(os.path.join(run_dir, rundir.CONFIG_FILE))
+    except ConfigFileError as e:
+        raise app.UsageError(f"--resume: {e}") from None
 
 
 def _resume_run_dir(resume: str) -> str:
@@ -75,14 +171,36 @@ def _read_run_info(run_dir: str) -> dict:
         raise app.UsageError(f"--resume: cannot read {os.path.join(run_dir, rundir.RUN_INFO_FILE)}: {e}") from None
 
 
+_CREATED = []   # run directories this process created (never a resumed one): removed if the start fails
+
+
 def _create_run(config, dataset_name: str, dataset_dir: str, tf_version: str) -> str:
     """A new numbered run directory holding config.json and run.json."""
     run_dir = rundir.create_run(FLAGS.result_dir, f"{config.desc}-{dataset_name}")
+    _CREATED.append(run_dir)
     rundir.write_text(os.path.join(run_dir, rundir.CONFIG_FILE), config.to_json_best_effort(indent=2))
     rundir.write_json(os.path.join(run_dir, rundir.RUN_INFO_FILE),
                       {"dataset_dir": os.path.abspath(dataset_dir), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                        "command": sys.argv, "tensorflow": tf_version})
     return run_dir
+
+
+_CHECKPOINT_TEMP_RE = re.compile(rf"{re.escape(rundir.CHECKPOINT_NAME)}-\d+_temp$")
+
+
+def _remove_checkpoint_temps(run_dir: str) -> None:
+    """Removes ``checkpoints/ckpt-<n>_temp/``: where tf.train.Checkpoint writes a save's parts
+    before merging them into ``ckpt-<n>``. One left at start-up is from a save that was killed
+    (the resumed run is ours, and nothing else writes into it), so it holds nothing restorable."""
+    directory = rundir.checkpoint_dir(run_dir)
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    stale = [n for n in names if _CHECKPOINT_TEMP_RE.match(n) and not os.path.islink(os.path.join(directory, n))
+             and os.path.isdir(os.path.join(directory, n))
+             and all(p.startswith("part-") for p in os.listdir(os.path.join(directory, n)))]
+    if stale:
+        logging.info("Removing %d unfinished checkpoint save(s) in %s: %s", len(stale), directory, ", ".join(stale))
+        for name in stale:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
 def tf_config_workers() -> int:
@@ -161,6 +279,9 @@ def main(argv):
 
     if run_dir is None and not is_chief:
         run_dir = tempfile.mkdtemp(prefix="progan-worker-run-")   # the chief alone creates the run directory
+        _CREATED.append(run_dir)
+    elif FLAGS.resume and is_chief:
+        _remove_checkpoint_temps(run_dir)
     if run_dir is None:
         run_dir = _create_run(config, info.name, dataset_dir, tf.__version__)
     logging.info("Run directory: %s%s", run_dir, "" if num_workers == 1 else
@@ -194,10 +315,39 @@ def main(argv):
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _flag_value(argv, name: str):
+    """The value of ``--name=V`` or ``--name V`` in argv (the last one), else None."""
+    value = None
+    for i, arg in enumerate(argv[1:], 1):
+        m = re.match(rf"--?{name}(=(.*))?$", arg)
+        if m:
+            value = m.group(2) if m.group(1) else (argv[i + 1] if i + 1 < len(argv) else None)
+    return value
+
+
+def _with_run_config(argv):
+    """argv with ``--config=<run>/config.json`` first when it resumes and overrides fields without
+    --config: the overrides then apply to the run's own config (ml_collections defines the override
+    flags only once --config has been parsed)."""
+    has_overrides = any(re.match(r"--?(no)?config\.", a) for a in argv[1:])
+    resume = _flag_value(argv, "resume")
+    if not has_overrides or not resume or any(re.match(r"--?config(=|$)", a) for a in argv[1:]):
+        return argv
+    return argv[:1] + [f"--config={os.path.join(_resume_run_dir(resume), rundir.CONFIG_FILE)}"] + argv[1:]
+
+
 def _parse_flags(argv):
     """The tool's flags, then absl's; config-override mistakes are reported in one line, not a traceback."""
     try:
-        return flags.FLAGS(FLAGS(argv, known_only=True))
+        full_argv = _with_run_config(argv)
+    except app.UsageError as e:
+        print(f"progan-train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    flag = "--config" if full_argv is argv else "--resume"
+    try:
+        return flags.FLAGS(FLAGS(full_argv, known_only=True))
+    except ConfigFileError as e:
+        print(f"progan-train: error: {flag}: {e}", file=sys.stderr)
     except flags.Error as e:
         print(f"progan-train: error: {e}\nPass --helpshort to see the flags.", file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -207,9 +357,23 @@ def _parse_flags(argv):
     sys.exit(2)
 
 
+def _main_leaving_no_failed_run(argv):
+    """`main`; when it fails, the run directory it created is removed unless it holds a checkpoint, so
+    a start that fails its checks (or a first tick that fails) leaves no run directory behind."""
+    try:
+        return main(argv)
+    except BaseException:
+        for run_dir in _CREATED:
+            if not rundir.list_checkpoints(run_dir):
+                logging.info("Removing %s: the run failed before its first checkpoint", run_dir)
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
 def run():
     """Console-script entry point (``progan-train``)."""
-    toolflags.run_app("progan-train", FLAGS, main, toolflags.flag_help(__doc__, FLAGS), flags_parser=_parse_flags)
+    toolflags.run_app("progan-train", FLAGS, _main_leaving_no_failed_run, toolflags.flag_help(__doc__, FLAGS),
+                      flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -373,6 +373,28 @@ def test_interrupted_write_leaves_no_dataset(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "out") == []
 
 
+def test_a_killed_writes_leftovers_are_removed_when_the_dataset_is_written_again(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    save_pngs(src, random_rgb(3, 8, 8))
+    out.mkdir()
+    killed = out / ".ds.incomplete-k1lled_0"             # what a SIGKILLed write of out/ds leaves
+    killed.mkdir()
+    (killed / "ds-r02.tfrecords.partial").write_bytes(b"\0" * 66)
+    (killed / "ds-rxx.labels").write_bytes(b"")
+    foreign = out / ".ds.incomplete-f0reign0"            # holds a file no write of ours makes
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    other = out / ".other.incomplete-abcd1234"           # another dataset's
+    other.mkdir()
+    live = writer.DatasetWriter(str(out / "ds"), 3)      # a write of the same path still in progress
+    try:
+        image_folder.create_from_images(str(out / "ds"), str(src), opts())
+        assert sorted(os.listdir(out)) == sorted(["ds", foreign.name, other.name, os.path.basename(live.tmp_dir)])
+    finally:
+        live.abort()
+    assert reader.read_dataset_info(str(out / "ds")).num_images == 3
+
+
 def test_sharded_writing_reads_back_identically(tmp_path):
     src = tmp_path / "in"
     save_pngs(src, random_rgb(11, 16, 16))

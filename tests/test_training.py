@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +43,10 @@ def cli_flags(**overrides):
             for k, v in {**TINY, **overrides}.items()]
 
 
-def progan_train(args, timeout=300, **popen):
-    cmd = [sys.executable, "-m", "progan_tf.train", "--config", os.path.join(REPO, "configs", "mnist.py")] + args
+def progan_train(args, timeout=300, config="mnist.py", **popen):
+    """progan-train with --config=configs/<config> (config=None: none) and args."""
+    cmd = [sys.executable, "-m", "progan_tf.train"] + (["--config", os.path.join(REPO, "configs", config)]
+                                                        if config else []) + args
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     if popen:
         return subprocess.Popen(cmd, env=env, cwd=REPO, **popen)
@@ -143,9 +146,15 @@ def test_resume_continues_exactly(tmp_path):
                         + cli_flags(**{"train.total_kimg": 0.3}))
     assert half.returncode == 0, half.stderr[-3000:]
     run_b = glob.glob(str(tmp_path / "b" / "*"))[0]
-    resumed = progan_train([f"--resume={run_b}", "--deterministic"] + cli_flags())
+    # What a save killed before TensorFlow merged its parts leaves; the resume removes it.
+    stale = os.path.join(run_b, "checkpoints", "ckpt-512_temp")
+    os.makedirs(stale)
+    open(os.path.join(stale, "part-00000-of-00001.index"), "wb").close()
+    # Overrides without --config apply to the run's own config.json (train.total_kimg 0.3 -> 0.6).
+    resumed = progan_train([f"--resume={run_b}", "--deterministic", "--config.train.total_kimg=0.6"], config=None)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed from" in open(os.path.join(run_b, "log.txt")).read()
+    assert not os.path.exists(stale) and "Removing 1 unfinished checkpoint save(s)" in resumed.stderr
     a = checkpoint_values(tf.train.latest_checkpoint(glob.glob(str(tmp_path / "a" / "*" / "checkpoints"))[0]))
     b = checkpoint_values(tf.train.latest_checkpoint(os.path.join(run_b, "checkpoints")))
     assert a.keys() == b.keys()
@@ -316,7 +325,19 @@ def test_bad_input_is_reported_before_training(tmp_path):
         out = progan_train(args + [f"--result_dir={tmp_path / 'runs'}"], timeout=120)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-2000:])
         assert "Traceback" not in out.stderr, out.stderr[-2000:]
-    assert not glob.glob(str(tmp_path / "runs" / "*" / "checkpoints"))
+    assert not os.listdir(tmp_path / "runs")   # a start that fails its checks leaves no run directory
+
+
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_no_run_directory(tmp_path):
+    dataset = tmp_path / "fmnist100"
+    shutil.copytree(DATASET, dataset)
+    level = dataset / "fmnist100-r02.tfrecords"   # 100 records of 66 bytes; the reader checks only the first
+    data = bytearray(level.read_bytes())
+    data[4 * 66 + 40] ^= 0xFF                     # record 4's data: a CRC error in the first tick
+    level.write_bytes(data)
+    out = progan_train([f"--dataset_dir={dataset}", f"--result_dir={tmp_path / 'runs'}"] + cli_flags())
+    assert out.returncode != 0 and "corrupted record" in out.stderr, out.stderr[-2000:]
+    assert not os.listdir(tmp_path / "runs"), os.listdir(tmp_path / "runs")
 
 
 def test_unreadable_checkpoint_is_named(tmp_path):
@@ -328,6 +349,7 @@ def test_unreadable_checkpoint_is_named(tmp_path):
     out = progan_train([f"--resume={tmp_path / '00000-x'}", f"--dataset_dir={DATASET}"], timeout=120)
     assert out.returncode != 0
     assert "cannot restore checkpoint" in out.stderr and "ckpt-8" in out.stderr, out.stderr[-2000:]
+    assert (run / "ckpt-8.index").exists()   # a resumed run's directory is never removed
 
 
 def test_metrics_during_training(tmp_path):

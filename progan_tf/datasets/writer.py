@@ -11,6 +11,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -18,6 +19,11 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 from absl import logging
+
+try:
+    import fcntl
+except ImportError:   # not POSIX: no locks, so leftovers of killed writes are left alone
+    fcntl = None
 
 from progan_tf.datasets import fileformat
 from progan_tf.datasets.errors import SkipImage, ToolError
@@ -113,6 +119,52 @@ def check_output_dir(path: str, overwrite: bool):
                         f"({', '.join(others[:3])}); refusing to delete them")
 
 
+INCOMPLETE = ".{name}.incomplete-"   # + tempfile.mkdtemp's 8 random characters
+
+
+def _lock(directory: str) -> Optional[int]:
+    """An open descriptor holding an exclusive flock on ``directory``, or None when it is taken
+    by another process (or the file system cannot lock). The lock ends with the process, also
+    on SIGKILL: an unlocked temporary directory is one whose writer is gone."""
+    if fcntl is None:
+        return None
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def remove_stale_incomplete(final_dir: str) -> List[str]:
+    """Removes the ``.<name>.incomplete-XXXXXXXX`` directories that killed writes of ``final_dir``
+    left beside it; returns their names. Only directories that hold nothing but dataset files
+    (``*.partial``, ``*.tfrecords``, ``*.labels``) and that no live writer holds (see `_lock`)."""
+    parent, name = os.path.split(os.path.abspath(final_dir))
+    pattern = re.compile(re.escape(INCOMPLETE.format(name=name)) + r"[a-z0-9_]{8}$")
+    removed = []
+    for entry in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, entry)
+        if not pattern.match(entry) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        files = os.listdir(path)
+        if not all(f.endswith((".partial", ".tfrecords", ".labels")) and os.path.isfile(os.path.join(path, f))
+                   for f in files):
+            continue
+        fd = _lock(path)
+        if fd is None:   # being written now (or no locks here: cannot tell)
+            continue
+        try:
+            shutil.rmtree(path)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    if removed:
+        logging.info("Removed %d unfinished write(s) of %s: %s", len(removed), final_dir, ", ".join(removed))
+    return removed
+
+
 class DatasetWriter:
     """The original TFRecordExporter, writing into a temporary directory.
 
@@ -133,7 +185,9 @@ class DatasetWriter:
         self.overwrite = overwrite
         parent = os.path.dirname(self.final_dir)
         os.makedirs(parent, exist_ok=True)
-        self.tmp_dir = tempfile.mkdtemp(prefix=f".{self.name}.incomplete-", dir=parent)
+        remove_stale_incomplete(self.final_dir)
+        self.tmp_dir = tempfile.mkdtemp(prefix=INCOMPLETE.format(name=self.name), dir=parent)
+        self._lock_fd = _lock(self.tmp_dir)   # held until commit or abort, or until this process ends
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp_dir, 0o777 & ~umask)  # mkdtemp's 0700 would stick to the dataset
@@ -198,15 +252,22 @@ class DatasetWriter:
             else:
                 os.rmdir(self.final_dir)
         os.rename(self.tmp_dir, self.final_dir)
+        self._unlock()
         if old:
             shutil.rmtree(old, ignore_errors=True)
         return total
+
+    def _unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def abort(self):
         try:
             self._close_writers()
         finally:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            self._unlock()
 
 
 def _prepare(load: Callable[[int], np.ndarray], i: int):
