@@ -182,7 +182,8 @@ class Resolved:
     """A checkpoint and the run directory it belongs to."""
     checkpoint: str   # the prefix (``.../checkpoints/ckpt-<n>``)
     run_dir: str
-    latest: bool = False   # chosen as a directory's latest (not named by the user): an older one may stand in
+    # Chosen as a directory's latest (not named by the user): an older one may stand in for it.
+    latest: bool = dataclasses.field(default=False, compare=False)
 
 
 def resolve_checkpoint(path: str, name: Optional[str] = None) -> Resolved:
