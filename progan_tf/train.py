@@ -238,10 +238,10 @@ def run():
     try:
         toolflags.run_app("progan-train", FLAGS, main, toolflags.flag_help(__doc__, FLAGS),
                           flags_parser=_parse_flags)
-        code = 0
     except SystemExit as e:
-        code = _exit_code(e)
-    _leave(code)
+        if "tensorflow" not in sys.modules:   # --help, a flag error: no runtime to wind down
+            raise
+        _leave(_exit_code(e))
 
 
 if __name__ == "__main__":
