@@ -303,7 +303,7 @@ def main(argv):
               f"resume with: progan-train --resume={run_dir}", file=sys.stderr)
         sys.exit(128 + e.signum)
     finally:
-        trainer.close()
+        trainer.close(release_input=False)   # the process exits next: see run()
     print(f"Done: {summary['kimg']:.1f} kimg, {summary['ticks']} ticks, lod {summary['lod']:.2f} "
           f"({summary['resolution']}x{summary['resolution']}), {summary['time_s']:.0f} s, stopped by "
           f"{summary['stopped_by']}.")
@@ -370,10 +370,45 @@ def _main_leaving_no_failed_run(argv):
         raise
 
 
+def _exit_code(e: SystemExit) -> int:
+    """The status ``sys.exit(e.code)`` would give (a message is printed, as Python does)."""
+    if e.code is None or isinstance(e.code, int):
+        return int(e.code or 0)
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def _leave(code: int) -> None:
+    """Ends the process once everything it wrote is on disk, without the interpreter's shutdown.
+
+    By then the checkpoints are written (synchronously), log.txt, TensorBoard's events and the
+    JSON files closed. What a normal exit would still do is tear down the TensorFlow runtime:
+    delete the stage's tf.data iterator, which waits for its prefetch thread to finish the
+    element it is preparing (at an epoch boundary a whole shuffle-buffer fill, up to minutes on
+    a busy machine), and join TF's thread pools. ``os._exit`` skips that; only the logging
+    handlers and the standard streams need flushing first.
+    """
+    import logging as std_logging
+
+    logging.flush()
+    std_logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed or broken pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
 def run():
     """Console-script entry point (``progan-train``)."""
-    toolflags.run_app("progan-train", FLAGS, _main_leaving_no_failed_run, toolflags.flag_help(__doc__, FLAGS),
-                      flags_parser=_parse_flags)
+    try:
+        toolflags.run_app("progan-train", FLAGS, _main_leaving_no_failed_run, toolflags.flag_help(__doc__, FLAGS),
+                          flags_parser=_parse_flags)
+    except SystemExit as e:
+        if "tensorflow" not in sys.modules:   # --help, a flag error: no runtime to wind down
+            raise
+        _leave(_exit_code(e))
 
 
 if __name__ == "__main__":

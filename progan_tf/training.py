@@ -215,6 +215,7 @@ class Trainer:
         self._gs_fns = {}
         # Opened with the run directory (run()): TensorBoard, the periodic metrics, the grid's inputs.
         self._summary_writer = None
+        self._current_stage: Optional[_Stage] = None   # held here, not in _loop's frame: see close()
         self._metrics = None
         self._grid_reals = self._grid_latents = self._grid_labels = None
 
@@ -457,6 +458,7 @@ class Trainer:
         c = self.config.train
         clock = _TickClock.starting(int(self.nimg.numpy()))
         stage, stats, pending = None, TickStats(), []
+        self._current_stage = None   # each run() reads a new stream (a resumed stage skips what it consumed)
         last_checkpoint, stop_reason = self.manager.latest_checkpoint, None
         done = int(self.nimg.numpy()) >= total_nimg
         progress = ProgressBar(total_nimg, int(self.nimg.numpy()))
@@ -466,7 +468,7 @@ class Trainer:
         while int(self.nimg.numpy()) < total_nimg:
             # 1. The schedule for the images shown so far, and the stage's input and steps.
             sched = self._enter_schedule()
-            stage = self._stage(sched, stage)
+            stage = self._current_stage = self._stage(sched, stage)
 
             # 2. minibatch_repeats iterations of D_repeats D steps and one G step.
             nimg_before = int(self.nimg.numpy())
@@ -556,8 +558,22 @@ class Trainer:
             raise Interrupted(stop.signum, last_checkpoint)
         return summary
 
-    def close(self):
+    def close(self, release_input: bool = True):
+        """Flushes and closes what the run writes (TensorBoard events, metric files, log.txt), then
+        releases the stage's input stream.
+
+        Releasing a tf.data iterator waits for its background threads to finish the element they
+        are preparing, which at an epoch boundary is a whole shuffle-buffer fill (seconds, and
+        minutes on a busy machine). ``progan-train`` exits right after, so it passes
+        ``release_input=False`` and leaves without that wait (see ``progan_tf.train.run``).
+        """
+        if self._summary_writer is not None:
+            self._summary_writer.close()
+        if self._metrics is not None:
+            self._metrics.close()
         self.log.close()
+        if release_input:
+            self._current_stage = None
         if not self.is_chief:
             shutil.rmtree(self.write_dir, ignore_errors=True)
 
