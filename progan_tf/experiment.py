@@ -257,8 +257,9 @@ def write_plot(results: Dict[str, dict], path: str) -> Optional[str]:
     for name, r in results.items():
         points = [(p["time_s"] / 60, p["SWDx1e3_avg"]) for p in r["curve"] if p["time_s"] is not None]
         ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+    ax.set_yscale("log")   # early checkpoints are ~10x worse than late ones
     ax.set_xlabel("training time (minutes)")
-    ax.set_ylabel("SWD x1e3, average over levels (lower is better)")
+    ax.set_ylabel("SWD x1e3, average over levels (log; lower is better)")
     ax.set_title("SWD against the held-out reference, by checkpoint")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -315,7 +316,9 @@ def write_results(state: dict, output_dir: str) -> str:
     grids = copy_grids(results, output_dir)
     lines = [f"# {state['config']}: {len(results)} runs of {state['minutes']:g} minutes each", "",
              f"- command: `{state['command']}`",
-             f"- commit: {state['commit']}; TensorFlow {state['tensorflow']}",
+             f"- commit: {state['commit']}" + (f" (this page written at {state['page_commit']})"
+                                               if state.get("page_commit", state["commit"]) != state["commit"] else "")
+             + f"; TensorFlow {state['tensorflow']}",
              f"- machine: {state['machine']}; {state['jobs']} run(s) at a time",
              f"- training data: `{state['dataset_dir']}`; reference: `{state['reference_dir']}` (held out)",
              f"- SWD: {state['num_images']} fakes of the final checkpoint against as many reference images, x1e3; "
@@ -357,7 +360,7 @@ def _load_state(output_dir: str, settings: dict) -> dict:
             raise ExperimentError(f"{output_dir} holds an experiment with other settings ({', '.join(changed)}); "
                                   "use another --output_dir")
         return state
-    return {**settings, "results": {}}
+    return {**settings, "commit": source_commit(), "results": {}}
 
 
 def main(argv):
@@ -375,6 +378,7 @@ def main(argv):
     try:
         os.makedirs(output_dir, exist_ok=True)
         state = _load_state(output_dir, settings)
+        rundir.write_json(os.path.join(output_dir, STATE_FILE), state)   # the commit that trains, from the start
 
         def command_for(v: Variant):
             root = variant_dir(output_dir, v)
@@ -392,7 +396,8 @@ def main(argv):
                                                     FLAGS.num_images, FLAGS.seed)
             rundir.write_json(os.path.join(output_dir, STATE_FILE), state)
         state["results"] = {v.name: state["results"][v.name] for v in variants}
-        state.update(command=" ".join(["progan-experiment"] + sys.argv[1:]), commit=source_commit(),
+        state.setdefault("commit", source_commit())   # of the code that trained the runs
+        state.update(command=" ".join(["progan-experiment"] + sys.argv[1:]), page_commit=source_commit(),
                      tensorflow=tf.__version__, machine=machine_description(), jobs=FLAGS.jobs,
                      finished=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"))
         rundir.write_json(os.path.join(output_dir, STATE_FILE), state)
