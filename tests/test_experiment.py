@@ -1,6 +1,7 @@
 """progan-experiment: variants, the training commands, and one tiny experiment end to end."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -75,8 +76,9 @@ def test_bad_flags_are_named(tmp_path):
 
 def test_a_tiny_experiment_writes_the_table_plot_and_grids(tmp_path):
     out = tmp_path / "exp"
+    reference = shutil.copytree(DATASET, tmp_path / "reference")   # its statistics cache goes there
     args = ["--config=configs/mnist.py", "--variants=baseline,no_growing", "--dataset_dir=" + DATASET,
-            "--reference_dir=" + DATASET, f"--output_dir={out}", "--minutes=2", "--num_images=64"]
+            f"--reference_dir={reference}", f"--output_dir={out}", "--minutes=2", "--num_images=64"]
     args += [f"--override={o}" for o in TINY]
     r = _experiment(args)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -106,6 +108,7 @@ def test_a_tiny_experiment_writes_the_table_plot_and_grids(tmp_path):
     assert state["results"]["no_growing"]["resolution"] == 32   # full resolution from the start
     assert state["results"]["baseline"]["resolution"] < 32       # still growing
     assert iio.imread(out / "grids" / "reals.png").ndim >= 2
+    assert not os.path.exists(os.path.join(DATASET, ".metrics-cache"))   # the fixture is left as it was
     plot = iio.imread(out / "swd.png")
     assert plot.shape[0] > 100 and plot.shape[1] > 100 and plot.std() > 0
     assert "![SWD against training time](swd.png)" in md and "grids/no_growing.png" in md
