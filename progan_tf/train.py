@@ -362,11 +362,14 @@ def _main_leaving_no_failed_run(argv):
     a start that fails its checks (or a first tick that fails) leaves no run directory behind."""
     try:
         return main(argv)
-    except BaseException:
+    except BaseException as e:
         for run_dir in _CREATED:
             if not rundir.list_checkpoints(run_dir):
                 logging.info("Removing %s: the run failed before its first checkpoint", run_dir)
                 shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, app.UsageError):   # one line, not absl's usage text before it
+            print(f"progan-train: error: {e}", file=sys.stderr)
+            sys.exit(e.exitcode)
         raise
 
 

@@ -325,6 +325,9 @@ def test_bad_input_is_reported_before_training(tmp_path):
         out = progan_train(args + [f"--result_dir={tmp_path / 'runs'}"], timeout=120)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-2000:])
         assert "Traceback" not in out.stderr, out.stderr[-2000:]
+        errors = [line for line in out.stderr.splitlines() if line.startswith("progan-train: error:")]
+        assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
+        assert "train a ProGAN on a TFRecord pyramid" not in out.stderr   # no usage text before it
     assert not os.listdir(tmp_path / "runs")   # a start that fails its checks leaves no run directory
 
 
