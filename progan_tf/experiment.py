@@ -148,8 +148,9 @@ def train_variants(variants: List[Variant], jobs: int, command_for) -> Dict[str,
     pending = []
     for v in variants:
         root = command_for(v)[1]
-        if finished_run(root):
-            logging.info("%s: finished run %s, not trained again", v.name, finished_run(root))
+        done = finished_run(root)
+        if done:
+            logging.info("%s: finished run %s, not trained again", v.name, done)
             continue
         if os.path.isdir(root):
             logging.warning("%s: removing the unfinished run under %s (every run gets the whole budget)", v.name, root)
